@@ -1,0 +1,63 @@
+"""Collective decisions: one rank decides, every rank learns the verdict.
+
+An exception on one rank while the others wait in a collective hangs the
+job, so the root validates first and broadcasts its verdict before any data
+moves; every rank then raises (or exits with) the same thing.  Verdicts are
+small JSON documents sent with buffer-based calls: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+
+def bcast_json(comm: MPI.Comm, obj: Any, root: int = 0) -> Any:
+    """Broadcast a JSON-able object from root (obj is ignored elsewhere)."""
+    if comm.rank == root:
+        payload = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+        length = np.array([payload.size], dtype=np.int64)
+    else:
+        length = np.zeros(1, dtype=np.int64)
+    comm.Bcast([length, MPI.INT64_T], root=root)
+    if comm.rank != root:
+        payload = np.empty(int(length[0]), dtype=np.uint8)
+    comm.Bcast([payload, MPI.BYTE], root=root)
+    return obj if comm.rank == root else json.loads(payload.tobytes().decode())
+
+
+def launched_size() -> int:
+    """How many processes the launcher says it started (0 if it says nothing).
+
+    Hydra/PMI (MPICH), Open MPI's mpirun and srun each export their own
+    variable; a process that sees one of these > 1 but a COMM_WORLD of size 1
+    was started by a launcher whose MPI is not the one mpi4py loaded.
+    """
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS_WORLD"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value)
+    if "SLURM_PROCID" in os.environ:
+        value = os.environ.get("SLURM_STEP_NUM_TASKS", "")
+        if value.isdigit() and int(value) > 1:
+            return int(value)
+    return 0
+
+
+def foreign_launcher_message(comm: MPI.Comm) -> str:
+    """A one-line complaint if this job is N singletons, else ''."""
+    claimed = launched_size()
+    if comm.size == 1 and claimed > 1:
+        return (
+            f"the launcher started {claimed} processes but MPI sees a world of 1: "
+            f"mpiexec/srun belongs to a different MPI than mpi4py's "
+            f"({MPI.Get_library_version().splitlines()[0].strip()}); use the launcher of the "
+            f"same MPI (for the mpich wheel: {os.path.join(os.path.dirname(sys.executable), 'mpiexec')}, "
+            f"or srun --mpi=pmi2)"
+        )
+    return ""

@@ -1,0 +1,164 @@
+"""Reading and writing .npy files, safely.
+
+- Never unpickles: object arrays are refused from the header, before any data.
+- Truncated and corrupt files are input errors with a one-line message.
+- C or Fortran order, either byte order; the array comes back in native byte
+  order (MPI moves raw bytes, and BLAS wants native), cast to `dtype` if asked,
+  converting chunk by chunk so the peak stays one array plus one chunk.
+- Output is written to a temp file in the target directory and renamed into
+  place at the end, so a failed run leaves no file and never damages one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Optional, Tuple
+
+import numpy as np
+from numpy.lib import format as npformat
+
+from .errors import InputError
+
+CHUNK_BYTES = 64 << 20  # conversion buffer for byte swapping / casting
+
+# dtype kinds numpy's matmul cannot take, or that we refuse outright.
+REFUSED_KINDS = {
+    "O": "object (pickled) arrays",
+    "U": "string arrays",
+    "S": "byte-string arrays",
+    "V": "structured or void arrays",
+    "M": "datetime arrays",
+    "m": "timedelta arrays",
+}
+
+
+def check_dtype(dtype: np.dtype, what: str) -> None:
+    """Raise InputError for dtypes that are not numbers or bools."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.kind in REFUSED_KINDS:
+        label = REFUSED_KINDS.get(dtype.kind, "object (pickled) arrays")
+        raise InputError(f"{what}: {label} are not supported (dtype {dtype})", kind="TypeError")
+
+
+def read_header(fp, path: str) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    try:
+        version = npformat.read_magic(fp)
+        # _read_array_header handles all format versions (1.0, 2.0, 3.0) and
+        # only parses a literal dict: no code runs, nothing is unpickled.
+        shape, fortran, dtype = npformat._read_array_header(fp, version)
+    except InputError:
+        raise
+    except Exception as exc:  # numpy raises ValueError for most corruptions
+        raise InputError(f"{path}: not a valid .npy file ({one_line(exc)})") from None
+    return shape, fortran, dtype
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_npy(path: str, dtype: Optional[np.dtype] = None, what: str = "") -> np.ndarray:
+    """Load a 2-D numeric .npy file into native byte order (cast to dtype)."""
+    label = what or path
+    try:
+        fp = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{label}: is a directory: {path}") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read {path}: {exc.strerror or exc}") from None
+    with fp:
+        shape, fortran, file_dtype = read_header(fp, path)
+        check_dtype(file_dtype, label)
+        if len(shape) != 2:
+            raise InputError(f"{label}: expected a 2-D matrix, got {len(shape)}-D shape {shape}")
+        target = np.dtype(dtype) if dtype is not None else file_dtype.newbyteorder("=")
+        check_dtype(target, label)
+        count = shape[0] * shape[1]
+        nbytes = count * file_dtype.itemsize
+        offset = fp.tell()
+        size = os.fstat(fp.fileno()).st_size
+        if size - offset < nbytes:
+            raise InputError(
+                f"{path}: truncated .npy file: header says {shape} {file_dtype} "
+                f"({nbytes} bytes) but only {max(size - offset, 0)} bytes follow"
+            )
+        out = np.empty(shape, dtype=target, order="F" if fortran else "C")
+        # The file holds the elements in memory order of `out`: fill its flat
+        # view chunk by chunk, converting each chunk from the file's dtype.
+        flat = out.reshape(-1, order="F" if fortran else "C")
+        per_chunk = max(1, CHUNK_BYTES // max(file_dtype.itemsize, 1))
+        same = target == file_dtype
+        raw = flat.view(np.uint8) if same else None
+        done = 0
+        while done < count:
+            todo = min(per_chunk, count - done)
+            want = todo * file_dtype.itemsize
+            if same:
+                got = fp.readinto(memoryview(raw[done * file_dtype.itemsize:][:want]))
+            else:
+                data = fp.read(want)
+                got = len(data)
+            if got != want:
+                raise InputError(f"{path}: truncated .npy file (ended after {done + got // max(file_dtype.itemsize, 1)} of {count} elements)")
+            if not same:
+                flat[done:done + todo] = np.frombuffer(data, dtype=file_dtype)
+            done += todo
+    return out
+
+
+def native(a: np.ndarray) -> np.ndarray:
+    """`a` in native byte order, C or Fortran contiguous (copy only if needed)."""
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = np.ascontiguousarray(a)
+    return a
+
+
+class AtomicWriter:
+    """Writes a .npy file atomically: temp file in the same directory, renamed.
+
+    Opened early (at validation) so a missing or unwritable directory is an
+    input error before any work is done; `discard()` removes the temp file.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise InputError(f"--out {path}: is a directory")
+        if not os.path.isdir(directory):
+            raise InputError(f"--out {path}: directory {directory} does not exist")
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=".mpimat-", suffix=".npy.tmp", dir=directory)
+        except OSError as exc:
+            raise InputError(f"--out {path}: cannot write in {directory}: {exc.strerror or exc}") from None
+        self.file = os.fdopen(fd, "wb")
+
+    def commit(self, array: np.ndarray) -> None:
+        try:
+            npformat.write_array(self.file, array, allow_pickle=False)
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass

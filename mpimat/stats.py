@@ -1,0 +1,65 @@
+"""Per-rank measurements: seconds per phase, payload bytes, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+import tracemalloc
+from contextlib import contextmanager
+from typing import Dict, Optional
+
+PHASES = ("load", "distribute", "compute", "gather", "write", "verify")
+
+
+class Stats:
+    """What one rank measured.  `phase` times a named phase (accumulating)."""
+
+    def __init__(self):
+        self.phases: Dict[str, float] = {}
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages = 0
+        self.current: Optional[str] = None
+        self.phase_started = 0.0
+        self.extra: Dict[str, object] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        self.current, self.phase_started = name, time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - self.phase_started
+            self.current = None
+
+    def sent(self, nbytes: int, messages: int = 1) -> None:
+        self.bytes_sent += int(nbytes)
+        self.messages += messages
+
+    def received(self, nbytes: int) -> None:
+        self.bytes_received += int(nbytes)
+
+    def memory(self) -> Dict[str, int]:
+        """Peak resident set and, when tracing, the peak of traced allocations.
+
+        numpy registers its array buffers with tracemalloc, so the traced
+        peak is the array memory this rank held at its worst moment,
+        without the interpreter's and MPI's own baseline.
+        """
+        scale = 1 if sys.platform == "darwin" else 1024
+        out = {"max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
+        if tracemalloc.is_tracing():
+            out["peak_traced_bytes"] = tracemalloc.get_traced_memory()[1]
+        return out
+
+    def as_dict(self) -> Dict[str, object]:
+        out: Dict[str, object] = {
+            "phases": {name: round(self.phases.get(name, 0.0), 6) for name in PHASES},
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "messages_sent": self.messages,
+        }
+        out.update(self.memory())
+        out.update(self.extra)
+        return out
