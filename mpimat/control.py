@@ -61,3 +61,21 @@ def foreign_launcher_message(comm: MPI.Comm) -> str:
             f"or srun --mpi=pmi2)"
         )
     return ""
+
+
+def gather_json(comm: MPI.Comm, obj: Any, root: int = 0):
+    """Gather one JSON-able object per rank on root (list in rank order)."""
+    payload = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+    lengths = np.zeros(comm.size, dtype=np.int64) if comm.rank == root else None
+    comm.Gather([np.array([payload.size], dtype=np.int64), MPI.INT64_T],
+                [lengths, MPI.INT64_T] if comm.rank == root else None, root=root)
+    if comm.rank != root:
+        comm.Gatherv([payload, MPI.BYTE], None, root=root)
+        return None
+    buf = np.empty(int(lengths.sum()), dtype=np.uint8)
+    comm.Gatherv([payload, MPI.BYTE], [buf, (lengths, None), MPI.BYTE], root=root)
+    out, offset = [], 0
+    for length in lengths:
+        out.append(json.loads(buf[offset:offset + length].tobytes().decode()))
+        offset += int(length)
+    return out

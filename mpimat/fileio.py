@@ -120,45 +120,49 @@ def native(a: np.ndarray) -> np.ndarray:
 
 
 class AtomicWriter:
-    """Writes a .npy file atomically: temp file in the same directory, renamed.
+    """Writes a file atomically: a temp file in the same directory, renamed.
 
-    Opened early (at validation) so a missing or unwritable directory is an
-    input error before any work is done; `discard()` removes the temp file.
+    Constructed at validation time, it checks that the directory exists and
+    that a file can be created there (the real test, also for root on a
+    read-only mount), then removes its probe: nothing exists on disk until
+    `write_npy`/`write_text` runs at the end, so a job killed midway leaves
+    nothing behind, and an existing file is replaced only by a complete one.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, flag: str = "--out"):
         self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
+        self.directory = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
-            raise InputError(f"--out {path}: is a directory")
-        if not os.path.isdir(directory):
-            raise InputError(f"--out {path}: directory {directory} does not exist")
+            raise InputError(f"{flag} {path}: is a directory")
+        if not os.path.isdir(self.directory):
+            raise InputError(f"{flag} {path}: directory {self.directory} does not exist")
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=".mpimat-", suffix=".npy.tmp", dir=directory)
+            fd, probe = tempfile.mkstemp(prefix=".mpimat-", suffix=".tmp", dir=self.directory)
         except OSError as exc:
-            raise InputError(f"--out {path}: cannot write in {directory}: {exc.strerror or exc}") from None
-        self.file = os.fdopen(fd, "wb")
+            raise InputError(f"{flag} {path}: cannot write in {self.directory}: {exc.strerror or exc}") from None
+        os.close(fd)
+        os.unlink(probe)
 
-    def commit(self, array: np.ndarray) -> None:
+    def _commit(self, write) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".mpimat-", suffix=".tmp", dir=self.directory)
         try:
-            npformat.write_array(self.file, array, allow_pickle=False)
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
             umask = os.umask(0)
             os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-            os.replace(self.tmp, self.path)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, self.path)
         except BaseException:
-            self.discard()
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
             raise
 
-    def discard(self) -> None:
-        try:
-            self.file.close()
-        except OSError:
-            pass
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+    def write_npy(self, array: np.ndarray) -> None:
+        self._commit(lambda f: npformat.write_array(f, array, allow_pickle=False))
+
+    def write_text(self, text: str) -> None:
+        self._commit(lambda f: f.write(text.encode()))
