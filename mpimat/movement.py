@@ -1,18 +1,28 @@
 """Data movement for the tiles strategy: rows of A and columns of B out, tiles of C back.
 
 Ranks sit on a pr x pc grid with the root at (0, 0).  Grid rank (r, c) needs
-row block r of A and column block c of B.  Each block leaves the root once:
+row block r of A and column block c of B.
 
-1. the root sends row block r of A to the row leader (r, 0) and column
-   block c of B to the column leader (0, c), straight out of A and B
-   (a subarray datatype describes the block, so nothing is packed);
-2. each leader broadcasts its block along its grid row / grid column
-   (MPICH's large-message Bcast is scatter + allgather, so the leader's link
-   carries about one copy of the block whatever the row length).
+Distribution (two stages, the root never blocks):
+1. the root sends, straight out of A and B (a subarray datatype describes a
+   block, so nothing is packed): row block r of A to the row leader (r, 0)
+   and column block c of B to the column leader (0, c); and, since it does
+   not join any broadcast, their blocks to the ranks of its own grid row
+   (A_0) and grid column (B_0);
+2. each other leader broadcasts its block along its grid row (A_r) or grid
+   column (B_c) with a nonblocking Ibcast (MPICH's large-message broadcast is
+   scatter + allgather, so a leader's link carries about one copy).
+The root's link thus carries about size(A) + size(B) for a square grid
+(at most twice that), whatever the number of ranks.
 
-The result tiles travel straight into place in C on the root: the root
-posts one receive per tile, described by a subarray of C, before it starts
-its own compute, so the gather overlaps its work.
+Gather: each rank computes its tile in row panels and sends every panel as
+soon as it is done; the root has posted one receive per panel, described by
+a subarray of C, so panels land in place in C (no gather buffer) while the
+root computes its own panels, calling `progress()` between them.
+
+Why nonblocking everywhere: with MPICH on one node, large messages are
+pulled by the receiver (single copy), so a root that keeps computing does
+not stall the others, but a receive only advances inside an MPI call.
 
 Only buffer-based (capitalised) mpi4py calls move array data; mpi4py picks
 the MPI-4 large-count routines when a message exceeds 2^31 elements.
@@ -25,16 +35,17 @@ from typing import List, Optional, Tuple
 import numpy as np
 from mpi4py import MPI
 
-from .partition import Grid, Layout
+from .partition import Grid, Layout, Tile, blocks
 from .stats import Stats
 
 TAG_A, TAG_B, TAG_C = 101, 102, 103
+PANEL_FLOPS = 1 << 30  # aim for panels of about a gigaflop (tens of ms)
+MAX_PANELS = 16
 
 
 class GridComm:
     """`comm`'s ranks on `grid`, numbered from the root (grid rank 0 = root).
 
-    Ranks beyond the grid (never, since grid.size == comm.size) would idle.
     `row` holds the ranks of this grid row, ordered by grid column (so the
     row leader is row.rank 0); `col` the ranks of this grid column.
     """
@@ -64,23 +75,25 @@ class GridComm:
 class BlockSpecs:
     """MPI buffer specs for rectangular blocks of a C- or F-contiguous array.
 
-    A contiguous block is passed as a plain view; any other block as the
-    whole array plus a subarray datatype, so MPI reads or writes it in place
-    (no packing copy, no extra memory).  Datatypes are freed with `free()`.
+    A contiguous block is passed as plain bytes; any other block as the whole
+    array plus a subarray datatype, so MPI reads or writes it in place (no
+    packing copy, no extra memory).  Elements travel as opaque runs of
+    itemsize bytes, so every dtype (bool, float16, complex) moves the same
+    way and matches the receiver's plain byte buffer.
     """
 
     def __init__(self):
         self.types: List[MPI.Datatype] = []
+        self.elements = {}
 
     def __call__(self, array: np.ndarray, row0: int, row1: int, col0: int, col1: int):
         view = array[row0:row1, col0:col1]
         if view.flags.c_contiguous or view.flags.f_contiguous:
-            return view
-        # Elements travel as opaque runs of itemsize bytes, so every dtype
-        # (bool, float16, complex) moves the same way and signatures match
-        # the receiver's plain byte buffer.
-        element = MPI.BYTE.Create_contiguous(array.dtype.itemsize).Commit()
-        self.types.append(element)
+            return as_bytes(view)
+        element = self.elements.get(array.itemsize)
+        if element is None:
+            element = self.elements[array.itemsize] = MPI.BYTE.Create_contiguous(array.itemsize).Commit()
+            self.types.append(element)
         fortran = array.flags.f_contiguous and not array.flags.c_contiguous
         sub = element.Create_subarray(
             list(array.shape), [row1 - row0, col1 - col0], [row0, col0],
@@ -93,115 +106,143 @@ class BlockSpecs:
         for t in reversed(self.types):
             t.Free()
         self.types.clear()
+        self.elements.clear()
 
 
 def as_bytes(block: np.ndarray):
-    """A contiguous array as an MPI byte buffer (any dtype, incl. bool/float16)."""
+    """A contiguous array as an MPI byte buffer."""
     return [block.reshape(-1, order="A").view(np.uint8), MPI.BYTE]
 
 
-def spec_buffer(spec):
-    """Turn a BlockSpecs result into something mpi4py accepts for any dtype."""
-    if isinstance(spec, np.ndarray):
-        return as_bytes(spec)
-    return spec
+def touched(shape, dtype, order="C") -> np.ndarray:
+    """A new array whose pages are already mapped.
 
-
-def distribute(gc: GridComm, layout: Layout, A: Optional[np.ndarray], B: Optional[np.ndarray],
-               dtype_a: np.dtype, dtype_b: np.dtype, order_a: str, order_b: str,
-               stats: Stats) -> Tuple[np.ndarray, np.ndarray]:
-    """Give every rank its row block of A and column block of B.
-
-    On the root the blocks are views of A and B (no copy); elsewhere they are
-    freshly allocated, in the memory order of the root's array, so the bytes
-    that arrive are the block in that order.
+    A receive into never-touched memory runs at a fraction of the copy
+    speed (the kernel faults pages in one by one inside the copy); touching
+    them first, here, is several times cheaper.
     """
-    comm, grid, k = gc.comm, gc.grid, layout.k
-    row0, row1 = layout.row_block(gc.r)
-    col0, col1 = layout.col_block(gc.c)
-    specs = BlockSpecs()
-    requests = []
-    try:
-        if gc.is_root:
-            a_blk, b_blk = A[row0:row1, :], B[:, col0:col1]
-            for r in range(1, grid.rows):
-                r0, r1 = layout.row_block(r)
-                if r1 > r0 and k:
-                    requests.append(comm.Isend(spec_buffer(specs(A, r0, r1, 0, k)),
-                                               dest=gc.world(grid.rank(r, 0)), tag=TAG_A))
-                    stats.sent((r1 - r0) * k * A.itemsize)
-            for c in range(1, grid.cols):
-                c0, c1 = layout.col_block(c)
-                if c1 > c0 and k:
-                    requests.append(comm.Isend(spec_buffer(specs(B, 0, k, c0, c1)),
-                                               dest=gc.world(grid.rank(0, c)), tag=TAG_B))
-                    stats.sent(k * (c1 - c0) * B.itemsize)
-            a_spec = spec_buffer(specs(A, row0, row1, 0, k)) if a_blk.size else None
-            b_spec = spec_buffer(specs(B, 0, k, col0, col1)) if b_blk.size else None
-        else:
-            a_blk = np.empty((row1 - row0, k), dtype=dtype_a, order=order_a)
-            b_blk = np.empty((k, col1 - col0), dtype=dtype_b, order=order_b)
-            a_spec = as_bytes(a_blk) if a_blk.size else None
-            b_spec = as_bytes(b_blk) if b_blk.size else None
-            if gc.c == 0 and a_blk.size:
-                comm.Recv(a_spec, source=gc.root, tag=TAG_A)
-                stats.received(a_blk.nbytes)
-            if gc.r == 0 and b_blk.size:
-                comm.Recv(b_spec, source=gc.root, tag=TAG_B)
-                stats.received(b_blk.nbytes)
-        # Stage 2: leaders broadcast along their grid row / column.  Every
-        # rank of a row (column) knows the block is empty or not, so all of
-        # them skip or join the same Bcast.
-        if a_spec is not None and gc.row.size > 1:
-            gc.row.Bcast(a_spec, root=0)
-            account_bcast(gc.row, a_blk.nbytes, stats)
-        if b_spec is not None and gc.col.size > 1:
-            gc.col.Bcast(b_spec, root=0)
-            account_bcast(gc.col, b_blk.nbytes, stats)
-        MPI.Request.Waitall(requests)
-    finally:
-        specs.free()
-    return a_blk, b_blk
+    out = np.empty(shape, dtype=dtype, order=order)
+    out.reshape(-1, order="A").view(np.uint8)[::4096] = 0
+    return out
 
 
-def account_bcast(comm: MPI.Comm, nbytes: int, stats: Stats) -> None:
-    """Payload accounting for a Bcast: the root 'sends' one copy per member."""
-    if comm.rank == 0:
-        stats.sent(nbytes * (comm.size - 1), messages=comm.size - 1)
-    else:
-        stats.received(nbytes)
+def panels(tile: Tile, k: int) -> List[Tuple[int, int]]:
+    """Row panels [p0, p1) of a tile (relative rows), the same on every rank."""
+    rows, cols = tile.shape
+    if rows == 0 or cols == 0:
+        return []
+    count = min(MAX_PANELS, rows, max(1, (2 * rows * cols * max(k, 1)) // PANEL_FLOPS))
+    return blocks(rows, count)
 
 
-class Gather:
-    """Collect the tiles of C on the root, straight into C.
+class Exchange:
+    """All the messages of one tiles product, for one rank.
 
-    Construct on every rank before computing (the root posts its receives
-    then), call `finish(tile)` after: the root waits for the others, the
-    others send their tile.
+    Constructed on every rank: the root posts its sends and the receives
+    of every result panel; leaders receive their blocks and start their
+    broadcasts.  Then `inputs()` waits for this rank's blocks, `send_panel`
+    ships a finished panel, `progress()` lets MPI advance between panels,
+    and `finish()` waits for everything.
     """
 
-    def __init__(self, gc: GridComm, layout: Layout, C: Optional[np.ndarray], stats: Stats):
+    def __init__(self, gc: GridComm, layout: Layout, A: Optional[np.ndarray], B: Optional[np.ndarray],
+                 C: Optional[np.ndarray], dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats):
         self.gc, self.layout, self.stats = gc, layout, stats
         self.specs = BlockSpecs()
-        self.requests = []
+        self.pending: List[MPI.Request] = []   # this rank's sends and gather receives
+        self.inbound: List[MPI.Request] = []   # receives of this rank's input blocks
+        self.tile = layout.tile(gc.gridrank)
+        k = layout.k
+        row0, row1 = layout.row_block(gc.r)
+        col0, col1 = layout.col_block(gc.c)
         if gc.is_root:
-            for tile in layout.tiles()[1:]:
-                if not tile.empty:
-                    spec = spec_buffer(self.specs(C, tile.row0, tile.row1, tile.col0, tile.col1))
-                    self.requests.append(gc.comm.Irecv(spec, source=gc.world(tile.rank), tag=TAG_C))
-                    stats.received(tile.shape[0] * tile.shape[1] * C.itemsize)
+            self.a, self.b = A[row0:row1, :], B[:, col0:col1]
+            self.post_root_sends(A, B)
+            self.post_gather(C)
+        else:
+            self.a = touched((row1 - row0, k), dtype_a, order_a)
+            self.b = touched((k, col1 - col0), dtype_b, order_b)
+            self.post_receives()
 
-    def finish(self, tile: Optional[np.ndarray]) -> None:
+    # -- root ---------------------------------------------------------------
+    def post_root_sends(self, A: np.ndarray, B: np.ndarray) -> None:
+        gc, layout, grid, k = self.gc, self.layout, self.gc.grid, self.layout.k
+        targets = []  # (dest grid rank, array, row0, row1, col0, col1, tag)
+        for r in range(1, grid.rows):          # row leaders get A_r and B_0
+            r0, r1 = layout.row_block(r)
+            c0, c1 = layout.col_block(0)
+            targets.append((grid.rank(r, 0), A, r0, r1, 0, k, TAG_A))
+            targets.append((grid.rank(r, 0), B, 0, k, c0, c1, TAG_B))
+        for c in range(1, grid.cols):          # column leaders get B_c and A_0
+            c0, c1 = layout.col_block(c)
+            r0, r1 = layout.row_block(0)
+            targets.append((grid.rank(0, c), B, 0, k, c0, c1, TAG_B))
+            targets.append((grid.rank(0, c), A, r0, r1, 0, k, TAG_A))
+        for dest, X, r0, r1, c0, c1, tag in targets:
+            if r1 > r0 and c1 > c0:
+                self.pending.append(gc.comm.Isend(self.specs(X, r0, r1, c0, c1), dest=gc.world(dest), tag=tag))
+                self.stats.sent((r1 - r0) * (c1 - c0) * X.itemsize)
+
+    def post_gather(self, C: np.ndarray) -> None:
+        gc, k = self.gc, self.layout.k
+        for tile in self.layout.tiles()[1:]:
+            for p0, p1 in panels(tile, k):
+                r0, r1 = tile.row0 + p0, tile.row0 + p1
+                spec = self.specs(C, r0, r1, tile.col0, tile.col1)
+                self.pending.append(gc.comm.Irecv(spec, source=gc.world(tile.rank), tag=TAG_C))
+                self.stats.received((r1 - r0) * tile.shape[1] * C.itemsize)
+
+    # -- everyone else --------------------------------------------------------
+    def post_receives(self) -> None:
+        gc = self.gc
+        a_bytes, b_bytes = as_bytes(self.a), as_bytes(self.b)
+        # A: straight from the root in grid row 0 and column 0, else from the row leader.
+        if self.a.size:
+            if gc.r == 0 or gc.c == 0:
+                self.receive(a_bytes, TAG_A, self.a.nbytes)
+            if gc.r > 0 and gc.row.size > 1:
+                self.bcast(gc.row, a_bytes, self.a.nbytes)
+        if self.b.size:
+            if gc.r == 0 or gc.c == 0:
+                self.receive(b_bytes, TAG_B, self.b.nbytes)
+            if gc.c > 0 and gc.col.size > 1:
+                self.bcast(gc.col, b_bytes, self.b.nbytes)
+
+    def receive(self, buf, tag: int, nbytes: int) -> None:
+        if self.is_bcast_root():
+            # A leader must hold the block before it can broadcast it.
+            self.gc.comm.Recv(buf, source=self.gc.root, tag=tag)
+        else:
+            self.inbound.append(self.gc.comm.Irecv(buf, source=self.gc.root, tag=tag))
+        self.stats.received(nbytes)
+
+    def is_bcast_root(self) -> bool:
+        gc = self.gc
+        return (gc.c == 0 and gc.r > 0 and gc.row.size > 1) or (gc.r == 0 and gc.c > 0 and gc.col.size > 1)
+
+    def bcast(self, comm: MPI.Comm, buf, nbytes: int) -> None:
+        self.inbound.append(comm.Ibcast(buf, root=0))
+        if comm.rank == 0:
+            self.stats.sent(nbytes * (comm.size - 1), messages=comm.size - 1)
+        else:
+            self.stats.received(nbytes)
+
+    # -- during and after compute ---------------------------------------------
+    def inputs(self) -> Tuple[np.ndarray, np.ndarray]:
+        MPI.Request.Waitall(self.inbound)
+        return self.a, self.b
+
+    def send_panel(self, tile_array: np.ndarray, p0: int, p1: int) -> None:
+        panel = tile_array[p0:p1]
+        self.pending.append(self.gc.comm.Isend(as_bytes(panel), dest=self.gc.root, tag=TAG_C))
+        self.stats.sent(panel.nbytes)
+
+    def progress(self) -> None:
+        if self.pending:
+            MPI.Request.Testall(self.pending)
+
+    def finish(self) -> None:
         try:
-            if self.gc.is_root:
-                MPI.Request.Waitall(self.requests)
-            elif tile is not None and tile.size:
-                self.gc.comm.Send(as_bytes(np.ascontiguousarray(tile)), dest=self.gc.root, tag=TAG_C)
-                self.stats.sent(tile.nbytes)
+            MPI.Request.Waitall(self.pending)
         finally:
             self.specs.free()
-
-    def cancel(self) -> None:
-        for req in self.requests:
-            req.Cancel()
-        self.specs.free()
