@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Create (idempotently) the Lightning test virtualenv `.venv-lightning` at the repo root.
+#
+#   bash scripts/lightning_env.sh [REPO_ROOT]      # default: the current directory
+#
+# Why a separate venv: the Lightning App framework is discontinued and
+# lightning-app 2.3.2 (its last release) needs numpy<2, and uvicorn<0.36
+# (newer uvicorn makes an app hang at start).  mpimat is installed editable
+# from the repo with its `lightning` extra, plus pytest, so that
+#   .venv-lightning/bin/python -m pytest tests/lightning
+# runs the Lightning tests.  Re-running is cheap: pip skips what is installed.
+set -euo pipefail
+
+ROOT="$(cd "${1:-.}" && pwd)"
+VENV="$ROOT/.venv-lightning"
+PY="${PYTHON:-python3}"
+
+if [ ! -f "$ROOT/pyproject.toml" ] || [ ! -d "$ROOT/mpimat" ]; then
+    echo "lightning_env: $ROOT is not the mpimat repo root" >&2
+    exit 2
+fi
+
+if [ -x "$VENV/bin/python" ]; then
+    echo "lightning_env: reusing $VENV"
+else
+    echo "lightning_env: creating $VENV with $("$PY" --version 2>&1)"
+    "$PY" -m venv "$VENV"
+fi
+
+pip_install() {
+    echo "lightning_env: pip install $*"
+    "$VENV/bin/python" -m pip install --quiet "$@"
+}
+
+# The pins go in the same pip call as mpimat so the resolver keeps them.
+pip_install -e "$ROOT[lightning]" "lightning-app==2.3.2" "numpy<2" "uvicorn<0.36" "pytest>=7"
+
+echo "lightning_env: installed:"
+"$VENV/bin/python" - <<'PY'
+import importlib.metadata as md
+for name in ("mpimat", "lightning-app", "numpy", "uvicorn", "mpi4py", "mpich", "pytest"):
+    try:
+        print(f"  {name}=={md.version(name)}")
+    except md.PackageNotFoundError:
+        print(f"  {name}: MISSING")
+PY
+if [ ! -x "$VENV/bin/mpiexec" ]; then
+    echo "lightning_env: $VENV/bin/mpiexec missing (the mpich wheel provides it)" >&2
+    exit 1
+fi
+echo "lightning_env: ready: $VENV/bin/python -m pytest tests/lightning"
