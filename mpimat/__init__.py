@@ -3,12 +3,23 @@
     from mpimat import matmul
     C = matmul(A, B, comm=comm, root=0)   # C on root, None elsewhere
 
-Importing mpimat never imports Lightning (that lives in mpimat.lightning).
+Names are imported lazily: `import mpimat` loads neither MPI nor Lightning
+(the Lightning component lives in mpimat.lightning), so `python -m mpimat`
+can set up its warning filters before mpi4py initialises MPI.
 """
-
-from .api import InputTypeError, matmul
-from .errors import InputError, VerificationError
 
 __version__ = "0.1.0"
 
 __all__ = ["matmul", "InputError", "InputTypeError", "VerificationError", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("matmul", "InputTypeError"):
+        from . import api
+
+        return getattr(api, name)
+    if name in ("InputError", "VerificationError"):
+        from . import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module 'mpimat' has no attribute {name!r}")

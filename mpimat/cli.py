@@ -32,6 +32,8 @@ from .partition import parse_grid
 from .stats import PHASES, Stats
 
 DEFAULT_SIZE = 2048
+# MPIMAT_FAULT (testing hook, used by tests/test_cli.py): "corrupt" flips one
+# entry of C before verification; "crash:R" raises on rank R mid-job.
 SUBCOMMANDS = {
     # name -> module with main(argv, comm) -> exit code (imported on demand)
     "plan": "mpimat.plan",
@@ -112,6 +114,9 @@ def build_parser() -> ArgumentParser:
                      help="check the product (default freivalds)")
     out.add_argument("--report", metavar="PATH", help="write a JSON report")
     out.add_argument("--quiet", action="store_true", help="no report or progress on stdout/stderr")
+    out.add_argument("--progress", action="store_true",
+                     help="show a progress line on rank 0's stderr even when it is not a terminal "
+                          "(under mpiexec a rank's stderr is always a pipe)")
     return p
 
 
@@ -139,7 +144,7 @@ def parse_args(argv: List[str]):
 
 
 class Progress:
-    """A one-line phase display on rank 0's terminal for runs over a second."""
+    """A one-line phase display on rank 0's terminal for runs over half a second."""
 
     def __init__(self, stats: Stats, enabled: bool):
         self.stats, self.enabled = stats, enabled
@@ -156,7 +161,7 @@ class Progress:
         start = time.perf_counter()
         while not self.done.wait(0.25):
             phase = self.stats.current
-            if phase and time.perf_counter() - start > 1.0:
+            if phase and time.perf_counter() - start > 0.5:
                 spent = time.perf_counter() - self.stats.phase_started
                 sys.stderr.write(f"\rmpimat: {phase:<10} {spent:7.1f} s   ")
                 sys.stderr.flush()
@@ -237,13 +242,19 @@ def run_job(args, comm: MPI.Comm) -> int:
         return api.plan_job(A, B, comm.size, args.grid, args.strategy, args.blas_threads)
 
     api.agree(comm, root, decide if comm.rank == root else None)
+    fault = os.environ.get("MPIMAT_FAULT", "")
+    if fault == f"crash:{comm.rank}":
+        raise RuntimeError("injected fault (MPIMAT_FAULT)")
     options = {"tasks_per_message": args.tasks_per_message, "keep_blocks": args.keep_blocks}
-    with Progress(stats, comm.rank == root and not args.quiet and sys.stderr.isatty()):
+    show = comm.rank == root and not args.quiet and (args.progress or sys.stderr.isatty())
+    with Progress(stats, show):
         C = api.matmul(A, B, comm=comm, root=root, grid=args.grid, strategy=args.strategy,
                        blas_threads=args.blas_threads, stats=stats, **options)
         code = EXIT_OK
         rep = None
         if comm.rank == root:
+            if fault == "corrupt" and C.size:
+                C.flat[0] = C.flat[0] + 1 if C.dtype.kind != "b" else not C.flat[0]
             with stats.phase("verify"):
                 verdict = verify.verify(args.verify, A, B, C)
             if not verdict.passed:

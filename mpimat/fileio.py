@@ -44,9 +44,15 @@ def check_dtype(dtype: np.dtype, what: str) -> None:
 def read_header(fp, path: str) -> Tuple[Tuple[int, ...], bool, np.dtype]:
     try:
         version = npformat.read_magic(fp)
-        # _read_array_header handles all format versions (1.0, 2.0, 3.0) and
-        # only parses a literal dict: no code runs, nothing is unpickled.
-        shape, fortran, dtype = npformat._read_array_header(fp, version)
+        # The header is a literal dict, parsed without running code and
+        # without unpickling.  Version 3.0 differs from 2.0 only by allowing
+        # UTF-8 field names, which only structured dtypes (refused) use.
+        if version == (1, 0):
+            shape, fortran, dtype = npformat.read_array_header_1_0(fp)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npformat.read_array_header_2_0(fp)
+        else:
+            raise InputError(f"{path}: unsupported .npy format version {version[0]}.{version[1]}")
     except InputError:
         raise
     except Exception as exc:  # numpy raises ValueError for most corruptions

@@ -1,0 +1,23 @@
+"""Start mpimat under the interpreter's own mpiexec, always with a timeout."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_mpimat(args, n=2, timeout=120, env=None, cwd=None, module="mpimat"):
+    """`mpiexec -n N python -m mpimat ARGS`; returns the CompletedProcess.
+
+    MPIEXEC_TIMEOUT makes the launcher itself end a hung job; the subprocess
+    timeout is the backstop.
+    """
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("MPIEXEC_TIMEOUT", str(int(timeout)))
+    cmd = [str(MPIEXEC), "-n", str(n), sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
+                          env=full_env, cwd=cwd or ROOT)

@@ -1,0 +1,178 @@
+"""matmul under 1, 2, 3 and 4 ranks, compared with numpy.
+
+Run as: mpiexec -n K python -m pytest --with-mpi tests/mpi   (K = 1..4)
+"""
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from mpimat import InputError, matmul
+from mpimat.generate import random_pair
+from mpimat.partition import Grid, factor_pairs
+
+pytestmark = pytest.mark.mpi
+
+comm = MPI.COMM_WORLD
+
+SHAPES = [
+    (1, 1, 1),
+    (9, 1, 7),        # k = 1
+    (301, 5, 3),      # tall-skinny
+    (3, 5, 301),      # wide
+    (1, 8, 1),        # fewer dot products than ranks
+    (2, 3, 1),
+    (0, 4, 5),        # zero-sized
+    (5, 0, 4),        # empty inner dimension: zeros
+    (4, 6, 0),
+    (0, 0, 0),
+    (37, 23, 41),
+]
+DTYPES = ["float16", "float32", "float64", "complex64", "complex128",
+          "int8", "int16", "int32", "int64", "uint8", "uint32", "bool"]
+RTOL = {"float16": 2e-2, "float32": 1e-4, "float64": 1e-11, "complex64": 1e-4, "complex128": 1e-11}
+
+
+def check_same(C, R):
+    assert C.shape == R.shape
+    assert C.dtype == R.dtype
+    if R.dtype.kind in "fc":
+        scale = max(1.0, float(np.abs(R).max())) if R.size else 1.0
+        tol = RTOL[R.dtype.name]
+        np.testing.assert_allclose(C, R, rtol=tol, atol=tol * scale)
+    else:
+        np.testing.assert_array_equal(C, R)
+
+
+def on_root(root, *arrays):
+    return arrays if comm.rank == root else tuple(None for _ in arrays)
+
+
+def run(A, B, root=0, **kw):
+    a, b = on_root(root, A, B)
+    C = matmul(a, b, comm=comm, root=root, **kw)
+    if comm.rank == root:
+        check_same(C, A @ B)
+    else:
+        assert C is None
+    return C
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shapes_and_dtypes(shape, dtype):
+    A, B = random_pair(*shape, dtype, seed=7)
+    run(A, B)
+
+
+@pytest.mark.parametrize("root", range(4))
+def test_any_root(root):
+    if root >= comm.size:
+        pytest.skip(f"root {root} needs {root + 1} ranks")
+    A, B = random_pair(23, 17, 19, "float64", seed=root)
+    run(A, B, root=root)
+
+
+@pytest.mark.parametrize("shape", [(24, 10, 18), (3, 4, 2), (1, 3, 1)])
+def test_every_grid(shape):
+    A, B = random_pair(*shape, "float64", seed=1)
+    for rows, cols in factor_pairs(comm.size):
+        run(A, B, grid=f"{rows}x{cols}")
+        run(A, B, grid=Grid(rows, cols))
+
+
+@pytest.mark.parametrize("order_a, order_b", [("F", "C"), ("C", "F"), ("F", "F")])
+def test_fortran_order(order_a, order_b):
+    A, B = random_pair(31, 22, 27, "float64", seed=2)
+    run(np.asarray(A, order=order_a), np.asarray(B, order=order_b))
+
+
+def test_big_endian_and_strided_views():
+    A, B = random_pair(40, 30, 20, "float32", seed=3)
+    run(A.astype(">f4"), B.astype(">f4"))
+    run(A[::2, 1:], B[1:, ::3])
+
+
+@pytest.mark.parametrize("da, db", [("float32", "float64"), ("int8", "float32"), ("int16", "int64"),
+                                    ("bool", "int32"), ("complex64", "float64"), ("uint64", "int64"),
+                                    ("float16", "int8")])
+def test_mixed_dtypes_promote_like_numpy(da, db):
+    A, _ = random_pair(13, 11, 1, da, seed=4)
+    _, B = random_pair(1, 11, 9, db, seed=5)
+    run(A, B)
+
+
+def test_integers_wrap_exactly_like_numpy():
+    rng = np.random.default_rng(8)
+    A = rng.integers(-2**62, 2**62, size=(17, 29), dtype=np.int64)
+    B = rng.integers(-2**62, 2**62, size=(29, 13), dtype=np.int64)
+    run(A, B)
+    A8 = rng.integers(-128, 127, size=(9, 50), dtype=np.int8)
+    B8 = rng.integers(-128, 127, size=(50, 9), dtype=np.int8)
+    run(A8, B8)
+
+
+def test_nan_and_inf_propagate():
+    A, B = random_pair(12, 9, 10, "float64", seed=9)
+    A[2, 3], B[4, 5] = np.nan, np.inf
+    a, b = on_root(0, A, B)
+    C = matmul(a, b, comm=comm)
+    if comm.rank == 0:
+        R = A @ B
+        np.testing.assert_array_equal(np.isnan(C), np.isnan(R))
+        np.testing.assert_allclose(C[np.isfinite(R)], R[np.isfinite(R)], rtol=1e-12)
+
+
+def test_repeated_calls_and_blas_threads():
+    A, B = random_pair(50, 40, 30, "float64", seed=10)
+    for threads in (1, 2, None):
+        run(A, B, blas_threads=threads)
+
+
+# Bad input: the same exception, with the same message, on every rank.
+BAD = [
+    (lambda: (np.ones((3, 4)), np.ones((5, 2))), ValueError, "shape mismatch"),
+    (lambda: (np.ones((2, 3, 4)), np.ones((4, 2))), ValueError, "2-D"),
+    (lambda: (np.ones(4), np.ones((4, 2))), ValueError, "2-D"),
+    (lambda: (np.array([[object()]], dtype=object), np.ones((1, 1))), TypeError, "object"),
+    (lambda: (np.array([["a"]]), np.array([["b"]])), TypeError, "string"),
+    (lambda: (np.ones((2, 2), dtype="M8[s]"), np.ones((2, 2))), TypeError, "datetime"),
+]
+
+
+@pytest.mark.parametrize("make, exc, message", BAD)
+def test_bad_input_raises_everywhere(make, exc, message):
+    A, B = on_root(0, *make())
+    with pytest.raises(exc, match=message) as info:
+        matmul(A, B, comm=comm)
+    assert isinstance(info.value, InputError)
+    messages = comm.allgather(str(info.value))
+    assert len(set(messages)) == 1
+    # The communicator still works afterwards: nothing is left in flight.
+    run(*random_pair(5, 4, 3, "float64", seed=0))
+
+
+def test_bad_grid_raises_everywhere():
+    A, B = on_root(0, np.ones((4, 4)), np.ones((4, 4)))
+    with pytest.raises(ValueError, match="ranks but the job has"):
+        matmul(A, B, comm=comm, grid=f"{comm.size + 1}x1")
+    with pytest.raises(ValueError, match="PRxPC"):
+        matmul(A, B, comm=comm, grid="banana")
+
+
+def test_bad_root_raises_everywhere():
+    with pytest.raises(ValueError, match="root"):
+        matmul(None, None, comm=comm, root=comm.size)
+
+
+def test_sub_communicator():
+    # Works on any communicator, not only COMM_WORLD: here the even ranks.
+    sub = comm.Split(comm.rank % 2, comm.rank)
+    try:
+        A, B = random_pair(15, 7, 11, "float64", seed=11)
+        a, b = (A, B) if sub.rank == 0 else (None, None)
+        C = matmul(a, b, comm=sub)
+        if sub.rank == 0:
+            check_same(C, A @ B)
+    finally:
+        sub.Free()
