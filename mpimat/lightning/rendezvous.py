@@ -45,7 +45,7 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 LAUNCH_PREFIX = "HYDRA_LAUNCH:"
 LAUNCH_END = "HYDRA_LAUNCH_END"
@@ -106,40 +106,113 @@ def localize_proxy(argv: Sequence[str]) -> List[str]:
 
 # --------------------------------------------------------------------------
 # process groups and the reaper
+#
+# Hydra's proxy puts every rank in a process group of its own, so killing a
+# proxy's group does not reach its ranks: the ranks are found as the proxy's
+# descendants (Linux /proc) and killed by pid, checking the start time so a
+# reused pid is never hit.
 
-_REAPER_CODE = r"""
-import os, signal, sys
-groups = set()
-for line in sys.stdin:
-    word = line.strip()
-    if word == "done":
-        sys.exit(0)
-    if word.startswith("-"):
-        groups.discard(int(word[1:]))
-    elif word:
-        groups.add(int(word))
-for pgid in groups:
+def _process_table() -> Dict[int, Tuple[int, str]]:
+    """pid -> (parent pid, start time) of every process, from /proc."""
+    table: Dict[int, Tuple[int, str]] = {}
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        names = os.listdir("/proc")
     except OSError:
-        pass
-"""
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(")") + 2:].split()  # fields 3.. of proc(5)
+        table[int(name)] = (int(fields[1]), fields[19])
+    return table
+
+
+def descendants(roots: Iterable[int]) -> Dict[int, str]:
+    """pid -> start time of the roots and all their descendants."""
+    table = _process_table()
+    children: Dict[int, List[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: Dict[int, str] = {}
+    todo = [pid for pid in roots if pid in table]
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        found[pid] = table[pid][1]
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def kill_listed(procs: Dict[int, str], sig: int = signal.SIGKILL) -> None:
+    """Send sig to the listed processes that still have the same start time."""
+    table = _process_table()
+    for pid, started in procs.items():
+        if table.get(pid, (0, None))[1] == started:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+
+def _reaper_main() -> None:
+    """Runs as a separate process (``python rendezvous.py --reaper``).
+
+    Reads "+pid" (watch pid's group and descendants), "-pid" (forget it) and
+    "done" on stdin.  At end of input without "done" (its parent died, even
+    by SIGKILL), kills every watched group and every process seen under them.
+    """
+    import select
+
+    roots: Dict[int, str] = {}
+    seen: Dict[int, str] = {}
+    stdin = sys.stdin
+    while True:
+        ready, _, _ = select.select([stdin], [], [], 0.5)
+        if ready:
+            line = stdin.readline()
+            if not line:
+                break
+            word = line.strip()
+            if word == "done":
+                return
+            if word[:1] in "+-" and word[1:].isdigit():
+                pid = int(word[1:])
+                if word[0] == "+":
+                    roots[pid] = descendants([pid]).get(pid, "")
+                else:
+                    roots.pop(pid, None)
+        seen = {**{p: t for p, t in seen.items() if p not in roots}, **descendants(roots)}
+    for _ in range(3):
+        for pgid in roots:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+        seen.update(descendants(roots))
+        kill_listed(seen)
+        time.sleep(0.2)
 
 
 class ProcessGroups:
-    """Children started in their own process groups, killed as groups.
+    """Children started in process groups of their own, killed with their
+    descendants.
 
-    A reaper process reads the group ids on a pipe; if this process dies
-    without saying "done" (even by SIGKILL), the pipe closes and the reaper
-    kills every group still registered.
+    A reaper process is told each child's pid; if this process dies without
+    saying "done" (even by SIGKILL), the reaper kills what is left.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.procs: List[subprocess.Popen] = []
         self._reaper = subprocess.Popen(
-            [sys.executable, "-c", _REAPER_CODE], stdin=subprocess.PIPE, text=True,
-            start_new_session=True)
+            [sys.executable, os.path.abspath(__file__), "--reaper"], stdin=subprocess.PIPE,
+            text=True, start_new_session=True)
 
     def _tell(self, word: str) -> None:
         try:
@@ -152,20 +225,24 @@ class ProcessGroups:
         with self._lock:
             proc = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
             self.procs.append(proc)
-            self._tell(str(proc.pid))
+            self._tell(f"+{proc.pid}")
         return proc
 
     def kill(self, proc: subprocess.Popen) -> None:
-        """Kill proc's whole process group (TERM, then KILL) and reap proc."""
+        """Kill proc, its process group and its descendants; reap proc."""
+        tree = descendants([proc.pid]) if proc.poll() is None else {}
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=2.0)
         except (OSError, subprocess.TimeoutExpired):
             pass
+        if proc.poll() is None:
+            tree.update(descendants([proc.pid]))
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
             pass
+        kill_listed(tree)
         try:
             proc.wait(timeout=10.0)
         except subprocess.TimeoutExpired:
@@ -173,29 +250,23 @@ class ProcessGroups:
         self._tell(f"-{proc.pid}")
 
     def wait_or_kill(self, proc: subprocess.Popen, timeout: float) -> Optional[int]:
+        """proc's exit status, or None if it had to be killed after timeout."""
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill(proc)
             return None
-        finally:
-            self.kill_group_leftovers(proc)
-
-    def kill_group_leftovers(self, proc: subprocess.Popen) -> None:
-        if proc.returncode is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            self._tell(f"-{proc.pid}")
 
     def close(self) -> None:
-        """Kill every group still running, then dismiss the reaper."""
+        """Kill every child still running, then dismiss the reaper."""
         for proc in self.procs:
             if proc.poll() is None:
                 self.kill(proc)
             else:
-                self.kill_group_leftovers(proc)
+                try:  # whatever is left in its group
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
         self._tell("done")
         try:
             self._reaper.stdin.close()
@@ -282,8 +353,8 @@ def _handler(board: _Board):
             with board.changed:
                 board.changed.wait_for(
                     lambda: board.job_rc is not None or board.aborted is not None, timeout=15)
-                job_rc = board.job_rc
-            self.reply(200, {"job_returncode": job_rc})
+                job_rc, aborted = board.job_rc, board.aborted
+            self.reply(200, {"job_returncode": job_rc, "aborted": aborted})
 
     return Handler
 
@@ -525,15 +596,19 @@ def run_member(node_rank: int, *, main_address: str, main_port: int,
         groups.close()
     # Report to node 0 and learn the job's status (best effort: node 0 may
     # be gone already); a member's proxy exits 0 even when a rank failed.
-    job_rc = None
+    job_rc = aborted = None
     try:
         req = urllib.request.Request(f"{base}/exited/{node_rank}",
                                      data=json.dumps({"returncode": rc}).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=20) as resp:
-            job_rc = json.loads(resp.read() or b"{}").get("job_returncode")
+            answer = json.loads(resp.read() or b"{}")
+            job_rc, aborted = answer.get("job_returncode"), answer.get("aborted")
     except (OSError, ValueError, AttributeError):
         pass
+    if rc == 0 and job_rc is None and aborted:
+        log(f"node {node_rank}: node 0 stopped the job: {aborted}")
+        return 1
     if rc == 0 and isinstance(job_rc, int) and job_rc != 0:
         log(f"node {node_rank}: the job failed on node 0 with status {job_rc}")
         return job_rc
@@ -557,3 +632,7 @@ def run_node(job_args: Sequence[str] = (), *, node_rank: int, num_nodes: int,
     options.pop("bind", None)
     options.pop("env", None)
     return run_member(node_rank, main_address=main_address, main_port=main_port, **options)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--reaper"]:
+    _reaper_main()
