@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's set-up command for a fresh machine:
+#   - .venv: mpimat (editable) with its test and plot extras; the mpich wheel
+#     gives .venv/bin/mpiexec;
+#   - .venv-lightning: the Lightning runtime's own venv (lightning-app 2.3.2
+#     needs numpy<2), used by tests/lightning;
+#   - then runs the default job on 2 ranks.
+# Slurm's Debian packages are installed by scripts/slurm_cluster.sh when the
+# Slurm tests bring their cluster up (root + apt-get only).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $("$PY" --version 2>&1)"
+    "$PY" -m venv .venv
+fi
+echo "setup: pip install -e '.[test,plot]' into .venv"
+.venv/bin/python -m pip install --quiet -e ".[test,plot]"
+bash scripts/lightning_env.sh "$ROOT"
+
+echo "setup: running the default job: .venv/bin/mpiexec -n 2 .venv/bin/python -m mpimat"
+MPIEXEC_TIMEOUT=600 .venv/bin/mpiexec -n 2 .venv/bin/python -m mpimat
