@@ -195,9 +195,11 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
 
 
 def _register_builtin() -> None:
-    from . import tiles
+    from . import dot, plan, tiles
 
     register("tiles", tiles.run)
+    register("dot", dot.run)
+    register("auto", plan.run_auto)
 
 
 _register_builtin()

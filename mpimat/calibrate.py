@@ -1,0 +1,248 @@
+"""`python -m mpimat calibrate`: measure this machine's alpha, beta and gamma.
+
+    mpiexec -n 2 python -m mpimat calibrate [--save PATH] [--quick]
+
+- latency (alpha): half the round trip of an 8-byte ping-pong between
+  ranks 0 and 1 (buffer-based Send/Recv, the best of several rounds);
+- bandwidth (1/beta): from ping-pongs of 1 MiB and 16 MiB messages
+  (the slope, so the latency cancels);
+- gflops: float64 matmul rate of one rank with one BLAS thread (mpimat's
+  default when ranks share a node); gflops_noblas: int64 matmul (numpy's
+  own loops); dot_call / dot_gflops: one np.dot of length 1 and 65536;
+- dispatch_batch / dispatch_task: the dot strategy's dispatcher, timed on
+  ranks 0 and 1 with one and with 32 tasks per message.
+
+Saved as JSON to --save, else $MPIMAT_CALIBRATION, else
+~/.config/mpimat/calibration.json; `python -m mpimat plan` reads it.
+Needs at least 2 ranks (ranks beyond 1 wait); with 1 rank it says so and
+exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+from mpi4py import MPI
+
+from . import control
+from .errors import EXIT_OK, EXIT_USAGE, InputError
+from .model import Machine
+
+TAG = 4242
+
+
+def default_path() -> Path:
+    env = os.environ.get("MPIMAT_CALIBRATION")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "mpimat" / "calibration.json"
+
+
+def load(path: Optional[str] = None) -> Optional[Machine]:
+    """The saved calibration, or None when there is none (InputError if unreadable)."""
+    p = Path(path).expanduser() if path else default_path()
+    if not p.exists():
+        if path:
+            raise InputError(f"no calibration file at {p} (run: mpiexec -n 2 python -m mpimat calibrate)")
+        return None
+    try:
+        data = json.loads(p.read_text())
+        mach = Machine.from_dict(data["machine"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{p}: not a valid mpimat calibration ({exc}); run calibrate again") from None
+    return Machine(**{**mach.as_dict(), "source": f"calibration {p}"})
+
+
+def parser() -> argparse.ArgumentParser:
+    from .cli import ArgumentParser
+
+    p = ArgumentParser(prog="mpimat calibrate",
+                       description="Measure latency, bandwidth and flop rates; save them for `mpimat plan`. "
+                                   "Run with: mpiexec -n 2 python -m mpimat calibrate")
+    p.add_argument("--save", metavar="PATH",
+                   help=f"where to save (default $MPIMAT_CALIBRATION or {default_path()})")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (seconds, less precise)")
+    p.add_argument("--json", action="store_true", help="print the saved JSON instead of a summary")
+    return p
+
+
+def pingpong(comm: MPI.Comm, nbytes: int, rounds: int, repeats: int) -> float:
+    """Best one-way time of an nbytes message between ranks 0 and 1 (rank 0's view)."""
+    buf = np.zeros(max(1, nbytes), dtype=np.uint8)
+    best = float("inf")
+    for _ in range(repeats):
+        comm.Barrier()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            if comm.rank == 0:
+                comm.Send([buf, MPI.BYTE], dest=1, tag=TAG)
+                comm.Recv([buf, MPI.BYTE], source=1, tag=TAG)
+            else:
+                comm.Recv([buf, MPI.BYTE], source=0, tag=TAG)
+                comm.Send([buf, MPI.BYTE], dest=0, tag=TAG)
+        best = min(best, (time.perf_counter() - start) / rounds / 2)
+    return best
+
+
+def best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def compute_rates(quick: bool) -> dict:
+    from .compute import blas_threads
+
+    reps = 2 if quick else 4
+    n = 512 if quick else 1024
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((n, n))
+    B = rng.standard_normal((n, n))
+    with blas_threads(1):
+        np.matmul(A, B)
+        t = best_time(lambda: np.matmul(A, B), reps)
+    gflops = 2 * n ** 3 / t / 1e9
+    ni = 96 if quick else 160
+    Ai = rng.integers(-9, 9, (ni, ni))
+    t = best_time(lambda: np.matmul(Ai, Ai), reps)
+    gflops_noblas = 2 * ni ** 3 / t / 1e9
+    x1, y1 = np.ones(1), np.ones(1)
+    calls = 20000
+    t = best_time(lambda: [x1.dot(y1) for _ in range(calls)], reps) / calls
+    big = 1 << 16
+    xb, yb = rng.standard_normal(big), rng.standard_normal(big)
+    tb = best_time(lambda: [xb.dot(yb) for _ in range(50)], reps) / 50
+    return {"gflops": gflops, "gflops_noblas": gflops_noblas, "dot_call": t,
+            "dot_gflops": 2 * big / max(tb - t, 1e-9) / 1e9}
+
+
+def dispatch_costs(comm: MPI.Comm, quick: bool, latency: float, beta: float) -> dict:
+    """Root time per message of the dot strategy with K=1 and K=32 (k=1)."""
+    from .api import matmul
+    from .stats import Stats
+
+    n = 48 if quick else 96
+    A = np.ones((n, 1)) if comm.rank == 0 else None
+    B = np.ones((1, n)) if comm.rank == 0 else None
+    per_batch = {}
+    for K in (1, 32):
+        best = float("inf")
+        for _ in range(2 if quick else 3):
+            stats = Stats()
+            matmul(A, B, comm=comm, strategy="dot", stats=stats, tasks_per_message=K)
+            if comm.rank == 0:
+                batches = -(-n * n // K)
+                best = min(best, stats.extra["dispatch_seconds"] / batches)
+        per_batch[K] = best
+    if comm.rank != 0:
+        return {}
+    # Per batch: dispatch_batch + K dispatch_task (+ a few hundred bytes on the link).
+    task = max((per_batch[32] - per_batch[1]) / 31, 0.0)
+    batch = max(per_batch[1] - task, 0.0)
+    return {"dispatch_batch": batch, "dispatch_task": task}
+
+
+def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
+    """Every rank of `comm` (size >= 2) calls this; rank 0 gets the figures."""
+    pair = comm.Split(0 if comm.rank < 2 else MPI.UNDEFINED, comm.rank)
+    out = None
+    if pair != MPI.COMM_NULL:
+        rounds = 300 if quick else 2000
+        latency = pingpong(pair, 8, rounds, 3 if quick else 5)
+        small, large = 1 << 20, 16 << 20
+        t_small = pingpong(pair, small, 5 if quick else 20, 3)
+        t_large = pingpong(pair, large, 2 if quick else 5, 3)
+        bandwidth = (large - small) / max(t_large - t_small, 1e-9)
+        rates = compute_rates(quick) if pair.rank == 0 else None
+        pair.Barrier()
+        disp = dispatch_costs(pair, quick, latency, 1 / bandwidth)
+        if pair.rank == 0:
+            from .compute import cpu_count
+
+            out = {"latency": latency, "bandwidth": bandwidth, **rates, **disp,
+                   "cores": cpu_count()}
+        pair.Free()
+    comm.Barrier()
+    return out
+
+
+def save(path: Path, machine: dict) -> None:
+    import mpi4py
+
+    doc = {
+        "machine": machine,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "versions": {"numpy": np.__version__, "mpi4py": mpi4py.__version__,
+                     "mpi": MPI.Get_library_version().splitlines()[0].strip()},
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".calibration-", dir=str(path.parent))
+        with os.fdopen(fd, "w") as fp:
+            fp.write(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot save the calibration to {path}: {exc.strerror or exc}") from None
+
+
+def summary(machine: dict, path: Path) -> str:
+    return "\n".join([
+        f"mpimat calibrate: saved to {path}",
+        f"  latency (alpha)     {machine['latency'] * 1e6:10.2f} us per message (one way, 8 bytes)",
+        f"  bandwidth (1/beta)  {machine['bandwidth'] / 1e9:10.2f} GB/s",
+        f"  gflops (gamma)      {machine['gflops']:10.2f} GFLOP/s float64 matmul, 1 BLAS thread",
+        f"  gflops_noblas       {machine['gflops_noblas']:10.3f} GFLOP/s int64 matmul",
+        f"  dot_call            {machine['dot_call'] * 1e6:10.2f} us per np.dot call",
+        f"  dot_gflops          {machine['dot_gflops']:10.2f} GFLOP/s long dot products",
+        f"  dispatch_batch      {machine['dispatch_batch'] * 1e6:10.2f} us per message (dot dispatcher)",
+        f"  dispatch_task       {machine['dispatch_task'] * 1e6:10.2f} us per task (dot dispatcher)",
+        f"  cores               {machine['cores']:10d}",
+    ])
+
+
+def main(argv: List[str], comm: MPI.Comm) -> int:
+    try:
+        if any(a in ("-h", "--help") for a in argv):
+            if comm.rank == 0:
+                parser().print_help()
+            return EXIT_OK
+        args = parser().parse_args(argv)
+        if comm.size < 2:
+            raise InputError("calibrate measures latency and bandwidth between two ranks: "
+                             f"run it as `{Path(sys.executable).with_name('mpiexec')} -n 2 "
+                             f"{Path(sys.executable).name} -m mpimat calibrate`")
+        path = Path(args.save).expanduser() if args.save else default_path()
+        figures = measure(comm, args.quick)
+        verdict = None
+        if comm.rank == 0:
+            try:
+                save(path, figures)
+                verdict = {"ok": True}
+                if args.json:
+                    print(path.read_text(), end="", flush=True)
+                else:
+                    print(summary(figures, path), flush=True)
+            except InputError as exc:
+                verdict = {"ok": False, "message": str(exc)}
+        verdict = control.bcast_json(comm, verdict, 0)
+        if not verdict["ok"]:
+            raise InputError(verdict["message"])
+        return EXIT_OK
+    except InputError as exc:
+        if comm.rank == 0:
+            print(f"mpimat: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE

@@ -1,0 +1,278 @@
+"""`python -m mpimat plan`: where the time would go, the lower bound, and what to run.
+
+    python -m mpimat plan --shape 100000 100000 100000 --ranks 1024 \\
+        [--latency 2us --bandwidth 12.5GB/s --gflops 40] [--dtype float64] [--json]
+
+Machine parameters come from the flags, else from the saved calibration
+(`mpiexec -n 2 python -m mpimat calibrate`), else from documented defaults
+(a generic cluster node); flags override single calibrated values.  Also
+home of `run_auto`, the `--strategy auto` runner.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import List, Optional
+
+import numpy as np
+from mpi4py import MPI
+
+from . import control, model
+from .errors import EXIT_OK, EXIT_USAGE, InputError
+from .model import Machine
+from .partition import Grid
+
+_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_bandwidth(text: str) -> float:
+    """'12.5e9', '12.5GB/s', '100Gb/s' (bits), '800MB/s' -> bytes per second."""
+    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*([kKmMgGtT]?)\s*(B|b|bit|bits)?(?:/s|ps)?\s*", text)
+    if not m:
+        raise ValueError(f"bandwidth must look like 12.5e9, 12.5GB/s or 100Gb/s, not {text!r}")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if m.group(3) in ("b", "bit", "bits"):
+        value /= 8
+    if value <= 0:
+        raise ValueError("bandwidth must be positive")
+    return value
+
+
+def parse_latency(text: str) -> float:
+    """'2e-6', '2us', '1.5 ms' -> seconds."""
+    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*(s|ms|us|µs|ns)?\s*", text)
+    if not m:
+        raise ValueError(f"latency must look like 2e-6, 2us or 0.5ms, not {text!r}")
+    value = float(m.group(1)) * _TIME_UNITS[m.group(2) or "s"]
+    if value < 0:
+        raise ValueError("latency must not be negative")
+    return value
+
+
+def parser():
+    from .cli import ArgumentParser, dtype_arg, nonneg, positive
+    import argparse
+
+    def typed(fn):
+        def parse(text):
+            try:
+                return fn(text)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+        return parse
+
+    def gflops(text):
+        value = float(text)
+        if value <= 0:
+            raise ValueError("--gflops must be positive")
+        return value
+
+    p = ArgumentParser(prog="mpimat plan",
+                       description="Predict each strategy's phase times with an alpha-beta-gamma model, "
+                                   "state the lower bound and recommend a strategy and grid.")
+    p.add_argument("--shape", nargs=3, type=nonneg, metavar=("M", "K", "N"), help="A is MxK, B is KxN")
+    p.add_argument("--size", type=nonneg, metavar="N", help="square NxN matrices")
+    p.add_argument("--ranks", type=positive, metavar="P", help="number of MPI ranks (default: this job's)")
+    p.add_argument("--dtype", type=dtype_arg, default=np.dtype("float64"), help="default float64")
+    p.add_argument("--latency", type=typed(parse_latency), metavar="S", help="seconds per message (e.g. 2us)")
+    p.add_argument("--bandwidth", type=typed(parse_bandwidth), metavar="B/s",
+                   help="bytes per second of a rank's link (e.g. 12.5GB/s, 100Gb/s)")
+    p.add_argument("--gflops", type=typed(gflops), metavar="G", help="float64 GFLOP/s of one rank")
+    p.add_argument("--cores", type=positive, metavar="C", help="cores per node (ranks beyond share cores)")
+    p.add_argument("--calibration", metavar="PATH", help="calibration file (default: the saved one)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    return p
+
+
+def machine_for(args) -> Machine:
+    from .calibrate import load
+
+    base = load(args.calibration)
+    if base is None:
+        base = Machine(source="defaults (no calibration saved; run `mpiexec -n 2 python -m mpimat calibrate`)")
+    changes = {}
+    for flag, field in (("latency", "latency"), ("bandwidth", "bandwidth"), ("gflops", "gflops")):
+        if getattr(args, flag) is not None:
+            changes[field] = getattr(args, flag)
+    if args.cores is not None:
+        changes["cores"] = args.cores
+    if changes:
+        what = ", ".join(f"--{k}" for k in changes)
+        changes["source"] = f"{what} over {base.source}"
+        if args.gflops is not None and base.source.startswith("calibration"):
+            # Scale the other compute rates with the one given.
+            ratio = args.gflops / base.gflops
+            changes.update(gflops_noblas=base.gflops_noblas * ratio, dot_gflops=base.dot_gflops * ratio)
+    return Machine(**{**base.as_dict(), **changes})
+
+
+def fmt_seconds(s: float) -> str:
+    if s == 0:
+        return "0"
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} us"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    if s < 3600:
+        return f"{s:.3g} s"
+    if s < 86400 * 2:
+        return f"{s / 3600:.3g} h"
+    if s < 86400 * 365 * 2:
+        return f"{s / 86400:.3g} days"
+    return f"{s / 86400 / 365:.3g} years"
+
+
+def fmt_bytes(b: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def build_plan(m: int, k: int, n: int, ranks: int, mach: Machine, dtype) -> dict:
+    rec = model.recommend(m, k, n, ranks, mach, dtype)
+    best = rec["best"]
+    bound = model.lower_bound(m, k, n, ranks, mach, dtype)
+    out = {
+        "shape": [m, k, n], "dtype": str(np.dtype(dtype)), "ranks": ranks,
+        "machine": mach.as_dict(),
+        "predictions": [{"strategy": p.strategy, "label": p.label(), "grid": p.grid, "options": p.options,
+                         "phases": p.phases, "total": p.total, "notes": p.notes} for p in rec["candidates"]],
+        "lower_bound": bound,
+        "recommendation": {"strategy": best.strategy, "grid": best.grid, "options": best.options,
+                           "seconds": best.total, "advice": rec["advice"]},
+    }
+    if m == n == k and n > 0:
+        out["blog_scenario"] = model.predict_blog(n, mach, dtype)
+    return out
+
+
+def render(plan: dict) -> str:
+    m, k, n = plan["shape"]
+    mach = plan["machine"]
+    P = plan["ranks"]
+    lines = [
+        f"mpimat plan: C = A @ B, A {m}x{k}, B {k}x{n}, {plan['dtype']}, {P} ranks",
+        f"machine: latency {fmt_seconds(mach['latency'])}, bandwidth {fmt_bytes(mach['bandwidth'])}/s per link, "
+        f"{mach['gflops']:.3g} GFLOP/s per rank"
+        + (f", {mach['cores']} cores per node" if mach.get("cores") else "")
+        + f"  [{mach['source']}]",
+        "",
+        "where the time goes (predicted, per phase on rank 0):",
+        f"  {'strategy':<34}{'distribute':>12}{'compute':>12}{'gather':>12}{'total':>12}",
+    ]
+    preds = plan["predictions"]
+    tiles = [p for p in preds if p["strategy"] == "tiles"]
+    shown = tiles[:4] + [p for p in preds if p["strategy"] != "tiles"]
+    for p in sorted(shown, key=lambda q: q["total"]):
+        ph = p["phases"]
+        lines.append(f"  {p['label']:<34}{fmt_seconds(ph['distribute']):>12}{fmt_seconds(ph['compute']):>12}"
+                     f"{fmt_seconds(ph['gather']):>12}{fmt_seconds(p['total']):>12}")
+    if len(tiles) > 4:
+        lines.append(f"  ({len(tiles) - 4} slower tiles grids not shown)")
+    b = plan["lower_bound"]
+    lines += [
+        "",
+        "lower bound: if any rank but 0 computes, every element of A and B it needs must leave rank 0,",
+        f"  at least once: {fmt_bytes(b['bytes_out_of_root'])} out of rank 0 (and {fmt_bytes(b['bytes_into_root'])} "
+        f"of C back in) through one link = {fmt_seconds(b['link_seconds'])}, however many ranks;",
+        f"  the flops split evenly take {fmt_seconds(b['compute_seconds'])}; rank 0 alone takes "
+        f"{fmt_seconds(b['one_rank_seconds'])}.  No scheme on {P} ranks beats {fmt_seconds(b['seconds'])}.",
+    ]
+    blog = plan.get("blog_scenario")
+    if blog:
+        lines += [
+            "",
+            f"the blog's scenario (P = n^2 = {blog['ranks']:,} ranks, one dot product each, data on rank 0):",
+            f"  claimed 'O(n)' (one dot product of length {n}):   {fmt_seconds(blog['claimed_seconds'])}",
+            f"  literal scheme (n^2 messages, 2n^3 words out):   {fmt_seconds(blog['literal_seconds'])}",
+            f"  best possible with trees (2n^2 words out once):  {fmt_seconds(blog['best_tree_seconds'])}",
+            f"  lower bound 2n^2 words / link bandwidth:         {fmt_seconds(blog['lower_bound_seconds'])}",
+            f"  one rank doing it all:                           {fmt_seconds(blog['one_rank_seconds'])}",
+            "  the time grows like n^2 (bandwidth) and n^3 for the literal scheme, not like n.",
+        ]
+    r = plan["recommendation"]
+    if r["strategy"] == "tiles":
+        how = f"--strategy tiles --grid {r['grid']}"
+    else:
+        how = f"--strategy dot --tasks-per-message {r['options']['tasks_per_message']}" + (
+            " --keep-blocks" if r["options"].get("keep_blocks") else "")
+    lines += ["", f"recommendation: {how}  (predicted {fmt_seconds(r['seconds'])}; `--strategy auto` runs it)"]
+    if r["advice"]:
+        lines.append(f"  note: {r['advice']}")
+    return "\n".join(lines)
+
+
+def main(argv: List[str], comm: MPI.Comm) -> int:
+    try:
+        if any(a in ("-h", "--help") for a in argv):
+            if comm.rank == 0:
+                parser().print_help()
+            return EXIT_OK
+        args = parser().parse_args(argv)
+        if args.shape and args.size is not None:
+            raise InputError("--shape and --size are exclusive")
+        if not args.shape and args.size is None:
+            raise InputError("plan needs --shape M K N or --size N")
+        m, k, n = args.shape if args.shape else (args.size,) * 3
+        ranks = args.ranks or comm.size
+        # Only rank 0 reads the calibration file; its verdict goes to every rank.
+        verdict = None
+        if comm.rank == 0:
+            try:
+                plan = build_plan(m, k, n, ranks, machine_for(args), args.dtype)
+                print(json.dumps(plan, indent=2) if args.json else render(plan), flush=True)
+                verdict = {"ok": True}
+            except InputError as exc:
+                verdict = {"ok": False, "message": str(exc)}
+        verdict = control.bcast_json(comm, verdict, 0)
+        if not verdict["ok"]:
+            raise InputError(verdict["message"])
+        return EXIT_OK
+    except InputError as exc:
+        if comm.rank == 0:
+            print(f"mpimat: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+
+
+def auto_machine() -> Machine:
+    """The saved calibration, or the defaults if there is none or it is unreadable."""
+    from .calibrate import load
+
+    try:
+        return load() or Machine()
+    except InputError:
+        return Machine(source="defaults (calibration unreadable)")
+
+
+def run_auto(A, B, job, stats):
+    """--strategy auto: the model picks strategy and grid on the root; every rank follows.
+
+    The choice is made on the root only (ranks on other nodes may see a
+    different calibration file) and broadcast, so all ranks run the same
+    strategy with the same grid.  The model's grid and options replace
+    --grid / --tasks-per-message / --keep-blocks: auto decides them all.
+    """
+    from .api import STRATEGIES
+
+    comm = job.comm
+    choice = None
+    if comm.rank == job.root:
+        mach = auto_machine()
+        dtype = job.dtype_c
+        strategy, grid, options = model.choose(job.m, job.k, job.n, comm.size, mach, dtype)
+        pred = model.recommend(job.m, job.k, job.n, comm.size, mach, dtype)["best"]
+        choice = {"strategy": strategy, "grid": [grid.rows, grid.cols] if grid else None,
+                  "options": options, "predicted_seconds": pred.total,
+                  "predicted_phases": pred.phases, "machine": mach.source}
+    choice = control.bcast_json(comm, choice, job.root)
+    if choice["grid"]:
+        job.grid = Grid(*choice["grid"])
+    job.options.update(choice["options"])
+    job.strategy = choice["strategy"]
+    stats.extra["auto"] = choice
+    stats.extra["grid"] = str(job.grid)
+    return STRATEGIES[choice["strategy"]](A, B, job, stats)
