@@ -195,7 +195,7 @@ def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     """The dot strategy: the root dispatches m*n tasks, K per message.
 
     The root's time per batch:   dispatch_batch + K dispatch_task
-                                 + alpha (answer) + batch bytes * beta;
+                                 + batch bytes * beta;
     a worker's time per batch:   alpha + K dot(k) + batch bytes * beta.
     With `window` batches in flight per worker the slower side sets the
     pace: T = batches * max(root, worker / W, (root + worker) / cores).
@@ -221,7 +221,9 @@ def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     else:
         payload = tasks * k * (sa + sb)
     per_batch_bytes = payload / batches + 8 * (4 + 4 * K)
-    root = mach.dispatch_batch + K * mach.dispatch_task + mach.latency + per_batch_bytes * mach.beta
+    # dispatch_batch is calibrated from whole dispatcher runs, so it already
+    # holds the root's MPI calls (send, answer, wait): no extra alpha here.
+    root = mach.dispatch_batch + K * mach.dispatch_task + per_batch_bytes * mach.beta
     worker = mach.latency + K * dot + per_batch_bytes * mach.beta
     cores = mach.cores or ranks
     per_batch = max(root, worker / W, (root + worker * min(W, cores)) / cores if ranks > cores else 0.0)

@@ -1,0 +1,135 @@
+"""`python -m mpimat plan|calibrate` and `--strategy dot|auto`, as users run them (real mpiexec)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+TIMEOUT = 120
+
+
+def run(args, ranks=None, env=None, timeout=TIMEOUT):
+    cmd = [sys.executable, "-m", "mpimat", *args]
+    if ranks:
+        cmd = [str(MPIEXEC), "-n", str(ranks), *cmd]
+    full_env = dict(os.environ, MPIEXEC_TIMEOUT=str(timeout), **(env or {}))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30, env=full_env)
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cal") / "calibration.json"
+    res = run(["calibrate", "--quick", "--save", str(path)], ranks=2)
+    assert res.returncode == 0, res.stderr
+    assert "saved to" in res.stdout
+    return path
+
+
+def test_calibrate_saves_positive_figures(calibration):
+    doc = json.loads(calibration.read_text())
+    mach = doc["machine"]
+    for key in ("latency", "bandwidth", "gflops", "gflops_noblas", "dot_call", "dot_gflops"):
+        assert mach[key] > 0, key
+    assert mach["latency"] < 1e-2 and mach["bandwidth"] > 1e6 and mach["cores"] >= 1
+
+
+def test_calibrate_with_one_rank_says_why_and_exits_2(tmp_path):
+    res = run(["calibrate", "--save", str(tmp_path / "c.json")], ranks=1)
+    assert res.returncode == 2
+    assert "mpimat: error: calibrate measures latency and bandwidth between two ranks" in res.stderr
+    assert "-n 2" in res.stderr
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_plan_with_explicit_machine_shows_phases_bound_and_recommendation():
+    res = run(["plan", "--shape", "100000", "100000", "100000", "--ranks", "1024",
+               "--latency", "2us", "--bandwidth", "100Gb/s", "--gflops", "40"])
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "where the time goes" in out and "tiles 32x32" in out and "dot K=1" in out
+    assert "12.5 GB/s" in out  # 100 Gb/s in bytes
+    # 2 * 1e10 words * 8 bytes / 12.5e9 B/s = 12.8 s, whatever the rank count.
+    assert "160 GB out of rank 0" in out and "12.8 s" in out
+    assert "blog's scenario" in out
+    assert "recommendation: --strategy tiles --grid 32x32" in out
+
+
+def test_plan_json_is_consistent():
+    res = run(["plan", "--size", "4096", "--ranks", "16", "--latency", "1e-6", "--bandwidth", "1e9",
+               "--gflops", "10", "--json"])
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    best = plan["recommendation"]
+    assert best["strategy"] == "tiles"
+    totals = [p["total"] for p in plan["predictions"]]
+    assert best["seconds"] == pytest.approx(min(totals))
+    assert all(t >= plan["lower_bound"]["seconds"] * 0.999 for t in totals)
+    assert plan["blog_scenario"]["ranks"] == 4096 ** 2
+
+
+def test_plan_without_parameters_uses_the_saved_calibration(calibration):
+    res = run(["plan", "--size", "512", "--ranks", "2"], env={"MPIMAT_CALIBRATION": str(calibration)})
+    assert res.returncode == 0, res.stderr
+    assert f"calibration {calibration}" in res.stdout
+    res = run(["plan", "--size", "512", "--ranks", "2"],
+              env={"MPIMAT_CALIBRATION": str(calibration.parent / "missing.json")})
+    assert res.returncode == 0 and "defaults (no calibration saved" in res.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["plan"], "plan needs --shape M K N or --size N"),
+    (["plan", "--size", "10", "--bandwidth", "fast"], "bandwidth must look like"),
+    (["plan", "--size", "10", "--latency", "-1"], "latency"),
+    (["plan", "--size", "10", "--ranks", "0"], "--ranks"),
+    (["plan", "--size", "10", "--calibration", "/nonexistent/cal.json"], "no calibration file"),
+])
+def test_plan_bad_input_is_one_line_and_exit_2(args, message):
+    res = run(args, ranks=2)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mpimat: error:") and message in lines[0]
+
+
+def test_corrupt_calibration_is_an_input_error(tmp_path):
+    bad = tmp_path / "cal.json"
+    bad.write_text("{not json")
+    res = run(["plan", "--size", "64"], env={"MPIMAT_CALIBRATION": str(bad)})
+    assert res.returncode == 2 and "not a valid mpimat calibration" in res.stderr
+
+
+def test_dot_strategy_end_to_end_report(tmp_path):
+    a, b, out, rep = (tmp_path / f for f in ("a.npy", "b.npy", "c.npy", "r.json"))
+    rng = np.random.default_rng(0)
+    A = rng.integers(-128, 127, (13, 9), dtype=np.int8)
+    B = rng.integers(-128, 127, (9, 11), dtype=np.int8)
+    np.save(a, A)
+    np.save(b, B)
+    res = run(["--a", str(a), "--b", str(b), "--out", str(out), "--strategy", "dot", "--tasks-per-message", "4",
+               "--keep-blocks", "--report", str(rep), "--quiet"], ranks=3)
+    assert res.returncode == 0, res.stderr
+    np.testing.assert_array_equal(np.load(out), A @ B)
+    r = json.loads(rep.read_text())
+    assert r["strategy"] == "dot" and r["verification"]["passed"]
+    assert r["tasks"] == 13 * 11 and r["tasks_per_message"] == 4 and r["keep_blocks"] is True
+    batches = -(-143 // 4)
+    assert r["messages"] == 2 * batches + 2 * r["window"]
+    assert r["dot_products_per_second"] > 0
+    assert sum(p["tasks_computed"] for p in r["per_rank"]) == 143
+    assert r["rows_sent"] + r["rows_reused"] == 143
+    assert all(p["bytes_sent"] > 0 for p in r["per_rank"])
+
+
+def test_auto_strategy_follows_the_model(tmp_path, calibration):
+    rep = tmp_path / "r.json"
+    res = run(["--shape", "400", "30", "20", "--strategy", "auto", "--report", str(rep), "--quiet"], ranks=2,
+              env={"MPIMAT_CALIBRATION": str(calibration)})
+    assert res.returncode == 0, res.stderr
+    r = json.loads(rep.read_text())
+    assert r["verification"]["passed"]
+    assert r["auto"]["strategy"] == "tiles" and r["auto"]["grid"] == [2, 1]
+    assert r["grid"] == "2x1" and r["auto"]["machine"] == f"calibration {calibration}"
