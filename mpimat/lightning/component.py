@@ -31,6 +31,11 @@ from lightning_app.components import MultiNode
 from .rendezvous import DEFAULT_JOIN_TIMEOUT, run_node
 
 
+def _last_line(text: Optional[str]) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
 class MPIMatJobFailed(RuntimeError):
     """The mpimat job (or this node's part of it) ended with a non-zero status."""
 
@@ -75,9 +80,8 @@ class MPIMatMultiNode(MultiNode):
 
 
 class MPIMatJobFlow(LightningFlow):
-    """Root flow: run the job once on all machines, then stop the app.
-
-    A failure in any work fails the app (Lightning's default for works)."""
+    """Root flow: run the job once on all machines, then stop the app;
+    fail the app as soon as any machine's work has failed."""
 
     def __init__(self, num_nodes: int, cloud_compute: Optional[CloudCompute] = None,
                  **work_kwargs: Any) -> None:
@@ -86,5 +90,11 @@ class MPIMatJobFlow(LightningFlow):
 
     def run(self) -> None:
         self.job.run()
+        failed = [w for w in self.job.ws if w.has_failed]
+        if failed:
+            # Fail now rather than when Lightning next polls its error queue
+            # (every 30 s by default).
+            self.fail("mpimat job failed: " + "; ".join(
+                f"{w.name}: {_last_line(w.status.message) or 'failed'}" for w in failed))
         if self.job.finished:
             self.stop(f"mpimat job finished on {len(self.job.ws)} node(s)")
