@@ -8,7 +8,9 @@
   (the slope, so the latency cancels);
 - gflops: float64 matmul rate of one rank with one BLAS thread (mpimat's
   default when ranks share a node); gflops_noblas: int64 matmul (numpy's
-  own loops); dot_call / dot_gflops: one np.dot of length 1 and 65536;
+  own loops); dot_call: one task of the dot strategy on one rank (k=1);
+  dot_gflops: np.dot of length 65536; blas_setup: limiting BLAS to one
+  thread (threadpoolctl), paid once per local product when ranks share a node;
 - dispatch_batch / dispatch_task: the dot strategy's dispatcher, timed on
   ranks 0 and 1 with one and with 32 tasks per message.
 
@@ -119,14 +121,30 @@ def compute_rates(quick: bool) -> dict:
     Ai = rng.integers(-9, 9, (ni, ni))
     t = best_time(lambda: np.matmul(Ai, Ai), reps)
     gflops_noblas = 2 * ni ** 3 / t / 1e9
-    x1, y1 = np.ones(1), np.ones(1)
-    calls = 20000
-    t = best_time(lambda: [x1.dot(y1) for _ in range(calls)], reps) / calls
+    # One task of the dot strategy on one rank (k=1): the per-dot-product
+    # cost as the strategy pays it (the call, the views, the store).
+    from .api import matmul
+    from .stats import Stats
+
+    a1, b1 = np.ones((128, 1)), np.ones((1, 128))
+    per_task = float("inf")
+    for _ in range(reps):
+        st = Stats()
+        matmul(a1, b1, comm=MPI.COMM_SELF, strategy="dot", stats=st)
+        per_task = min(per_task, st.extra["dispatch_seconds"] / (128 * 128))
+    t = per_task
     big = 1 << 16
     xb, yb = rng.standard_normal(big), rng.standard_normal(big)
     tb = best_time(lambda: [xb.dot(yb) for _ in range(50)], reps) / 50
+
+    def limited():
+        with blas_threads(1):
+            pass
+
+    limited()
+    setup = best_time(limited, 2 * reps)
     return {"gflops": gflops, "gflops_noblas": gflops_noblas, "dot_call": t,
-            "dot_gflops": 2 * big / max(tb - t, 1e-9) / 1e9}
+            "dot_gflops": 2 * big / max(tb, 1e-9) / 1e9, "blas_setup": setup}
 
 
 def dispatch_costs(comm: MPI.Comm, quick: bool, latency: float, beta: float) -> dict:
@@ -206,8 +224,9 @@ def summary(machine: dict, path: Path) -> str:
         f"  bandwidth (1/beta)  {machine['bandwidth'] / 1e9:10.2f} GB/s",
         f"  gflops (gamma)      {machine['gflops']:10.2f} GFLOP/s float64 matmul, 1 BLAS thread",
         f"  gflops_noblas       {machine['gflops_noblas']:10.3f} GFLOP/s int64 matmul",
-        f"  dot_call            {machine['dot_call'] * 1e6:10.2f} us per np.dot call",
+        f"  dot_call            {machine['dot_call'] * 1e6:10.2f} us per task, dot strategy on 1 rank",
         f"  dot_gflops          {machine['dot_gflops']:10.2f} GFLOP/s long dot products",
+        f"  blas_setup          {machine['blas_setup'] * 1e3:10.2f} ms per local product (threadpoolctl)",
         f"  dispatch_batch      {machine['dispatch_batch'] * 1e6:10.2f} us per message (dot dispatcher)",
         f"  dispatch_task       {machine['dispatch_task'] * 1e6:10.2f} us per task (dot dispatcher)",
         f"  cores               {machine['cores']:10d}",

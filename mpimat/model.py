@@ -49,7 +49,10 @@ class Machine:
         dot_call + 2 k / (dot_gflops 1e9) (vector ops are memory-bound);
     dispatch_batch / dispatch_task: the dot dispatcher's own CPU time per
         message and per task beyond the messages (Python, packing);
-    cores: cores per node (None: every rank has its own core).
+    blas_setup: fixed cost of one local product when ranks share a node
+        (mpimat limits BLAS to one thread per rank with threadpoolctl);
+    cores: cores per node (None: every rank has its own core).  A rank
+        alone gets BLAS's default of every core (ideal scaling assumed).
     """
 
     latency: float = 2e-6
@@ -60,6 +63,7 @@ class Machine:
     dot_call: float = 1.5e-6
     dispatch_batch: float = 4e-6
     dispatch_task: float = 1.5e-6
+    blas_setup: float = 0.0
     cores: Optional[int] = None
     source: str = "defaults"
 
@@ -169,7 +173,10 @@ def predict_tiles(m: int, k: int, n: int, grid: Grid, mach: Machine, dtype="floa
     b_block = k * (-(-n // pc)) * sb
     stage2 = bcast_time(pc, a_block, mach) + bcast_time(pr, b_block, mach)
     tile = (-(-m // pr)) * (-(-n // pc))
-    compute = 2.0 * tile * k / mach.rate(dtype)
+    if P == 1:
+        compute = 2.0 * tile * k / (mach.rate(dtype) * (mach.cores or 1))
+    else:
+        compute = 2.0 * tile * k / mach.rate(dtype) + mach.blas_setup
     root_tile = block(m, pr, 0)[1] * block(n, pc, 0)[1]
     gather = fan_out_time(P - 1, (m * n - root_tile) * sc, mach) if P > 1 else 0.0
     notes = []
