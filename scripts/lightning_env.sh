@@ -27,13 +27,25 @@ else
     "$PY" -m venv "$VENV"
 fi
 
+# Skip pip when nothing it depends on changed since the last good run.
+STAMP="$VENV/.mpimat-lightning-stamp"
+WANT="$(cat "$ROOT/pyproject.toml" "$0" | cksum)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
+        && "$VENV/bin/python" -c "import lightning_app, mpimat.lightning, pytest" 2>/dev/null; then
+    echo "lightning_env: up to date (pyproject.toml and this script unchanged); skipping pip"
+    SKIP_PIP=1
+fi
+
 pip_install() {
     echo "lightning_env: pip install $*"
     "$VENV/bin/python" -m pip install --quiet "$@"
 }
 
 # The pins go in the same pip call as mpimat so the resolver keeps them.
-pip_install -e "$ROOT[lightning]" "lightning-app==2.3.2" "numpy<2" "uvicorn<0.36" "pytest>=7"
+if [ -z "${SKIP_PIP:-}" ]; then
+    rm -f "$STAMP"
+    pip_install -e "$ROOT[lightning]" "lightning-app==2.3.2" "numpy<2" "uvicorn<0.36" "pytest>=7"
+fi
 
 echo "lightning_env: installed:"
 "$VENV/bin/python" - <<'PY'
@@ -48,4 +60,5 @@ if [ ! -x "$VENV/bin/mpiexec" ]; then
     echo "lightning_env: $VENV/bin/mpiexec missing (the mpich wheel provides it)" >&2
     exit 1
 fi
+echo "$WANT" > "$STAMP"
 echo "lightning_env: ready: $VENV/bin/python -m pytest tests/lightning"
