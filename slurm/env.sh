@@ -15,7 +15,9 @@
 # Python interpreter (name or path) if not the venv's.
 : "${MPIMAT_PYTHON:=python3}"
 # How ranks are started: srun (default) or mpirun (the MPI's own launcher,
-# which inside an allocation starts its daemons through Slurm itself).
+# which inside an allocation starts its daemons through Slurm itself). mpirun
+# is looked up on PATH, where the venv's (the mpich wheel's) comes first; give
+# a full path to use another, e.g. /opt/openmpi/bin/mpirun.
 : "${MPIMAT_LAUNCHER:=srun}"
 # srun --mpi plugin. auto: pmi2 for MPICH-family libraries (the `mpich` pip
 # wheel, Intel MPI, MVAPICH), pmix for Open MPI. A wrong plugin makes every
@@ -94,11 +96,11 @@ mpimat_run() {
             # Since Slurm 22.05 srun does not inherit sbatch's --cpus-per-task.
             [ -n "${SLURM_CPUS_PER_TASK:-}" ] && launch+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
             ;;
-        mpirun|mpiexec)
-            launch=("$(command -v "$MPIMAT_LAUNCHER")") || { mpimat_log "no $MPIMAT_LAUNCHER on PATH"; return 2; }
+        mpirun|mpiexec|*/mpirun|*/mpiexec|*/mpiexec.*)
+            launch=("$(command -v "$MPIMAT_LAUNCHER")") || { mpimat_log "no $MPIMAT_LAUNCHER found"; return 2; }
             [ -n "$ntasks" ] && launch+=(-n "$ntasks")
             ;;
-        *) mpimat_log "MPIMAT_LAUNCHER must be srun or mpirun, not '$MPIMAT_LAUNCHER'"; return 2 ;;
+        *) mpimat_log "MPIMAT_LAUNCHER must be srun, mpirun, mpiexec or a path to one, not '$MPIMAT_LAUNCHER'"; return 2 ;;
     esac
     mpimat_log "job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}: SLURM_NTASKS=${SLURM_NTASKS:-?} ranks=${ntasks:-?}" \
         "blas_threads=$MPIMAT_BLAS_THREADS python=$MPIMAT_PY mpi='$(mpimat_mpi_library)'"
