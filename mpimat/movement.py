@@ -114,6 +114,19 @@ def as_bytes(block: np.ndarray):
     return [block.reshape(-1, order="A").view(np.uint8), MPI.BYTE]
 
 
+SHORT_RUN_BYTES = 256
+
+
+def short_runs(array: np.ndarray, row0: int, row1: int, col0: int, col1: int) -> bool:
+    """True if the block is strided in runs shorter than SHORT_RUN_BYTES."""
+    view = array[row0:row1, col0:col1]
+    if view.flags.c_contiguous or view.flags.f_contiguous:
+        return False
+    fortran = array.flags.f_contiguous and not array.flags.c_contiguous
+    run = (row1 - row0) if fortran else (col1 - col0)
+    return run * array.itemsize < SHORT_RUN_BYTES
+
+
 def touched(shape, dtype, order="C") -> np.ndarray:
     """A new array whose pages are already mapped.
 
@@ -168,20 +181,36 @@ class Exchange:
     def post_root_sends(self, A: np.ndarray, B: np.ndarray) -> None:
         gc, layout, grid, k = self.gc, self.layout, self.gc.grid, self.layout.k
         targets = []  # (dest grid rank, array, row0, row1, col0, col1, tag)
+        # Per destination, A before B: the order in which leaders receive.
         for r in range(1, grid.rows):          # row leaders get A_r and B_0
             r0, r1 = layout.row_block(r)
             c0, c1 = layout.col_block(0)
             targets.append((grid.rank(r, 0), A, r0, r1, 0, k, TAG_A))
             targets.append((grid.rank(r, 0), B, 0, k, c0, c1, TAG_B))
-        for c in range(1, grid.cols):          # column leaders get B_c and A_0
+        for c in range(1, grid.cols):          # column leaders get A_0 and B_c
             c0, c1 = layout.col_block(c)
             r0, r1 = layout.row_block(0)
-            targets.append((grid.rank(0, c), B, 0, k, c0, c1, TAG_B))
             targets.append((grid.rank(0, c), A, r0, r1, 0, k, TAG_A))
+            targets.append((grid.rank(0, c), B, 0, k, c0, c1, TAG_B))
+        packed = None
         for dest, X, r0, r1, c0, c1, tag in targets:
-            if r1 > r0 and c1 > c0:
+            if r1 <= r0 or c1 <= c0:
+                continue
+            if short_runs(X, r0, r1, c0, c1):
+                # A datatype of tiny strided runs (a few rows of a Fortran-
+                # order matrix) moves element by element, ~10x slower than
+                # one packing copy.  Pack instead, keeping at most one packed
+                # block alive so rank 0's memory grows by one block at most.
+                if packed is not None:
+                    packed.Wait()
+                block = X[r0:r1, c0:c1]
+                block = np.asfortranarray(block) if X.flags.f_contiguous and not X.flags.c_contiguous \
+                    else np.ascontiguousarray(block)
+                packed = gc.comm.Isend(as_bytes(block), dest=gc.world(dest), tag=tag)
+                self.pending.append(packed)
+            else:
                 self.pending.append(gc.comm.Isend(self.specs(X, r0, r1, c0, c1), dest=gc.world(dest), tag=tag))
-                self.stats.sent((r1 - r0) * (c1 - c0) * X.itemsize)
+            self.stats.sent((r1 - r0) * (c1 - c0) * X.itemsize)
 
     def post_gather(self, C: np.ndarray) -> None:
         gc, k = self.gc, self.layout.k
