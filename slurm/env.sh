@@ -67,7 +67,7 @@ mpimat_env_setup() {
 # read without initializing MPI).
 mpimat_mpi_library() {
     "$MPIMAT_PY" -c 'import mpi4py; mpi4py.rc.initialize = False
-from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0].strip())' 2>/dev/null
+from mpi4py import MPI; print(MPI.Get_library_version().replace(chr(0), "").splitlines()[0].strip())' 2>/dev/null
 }
 
 # The srun --mpi plugin to use.
