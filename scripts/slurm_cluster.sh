@@ -95,6 +95,19 @@ queue_empty() { [ -z "$(squeue -h -o %i)" ]; }
 alive() { [ -r "/proc/$1/stat" ] && ! awk '{exit ($3 == "Z") ? 0 : 1}' "/proc/$1/stat"; }
 dead() { ! alive "$1"; }
 
+# ready NAME SECONDS COMMAND...: wait for COMMAND to succeed while daemon NAME
+# (started by start_daemon) is alive; fail at once if it died.
+ready() {
+    local name=$1 limit=$2; shift 2
+    local pid end=$((SECONDS + limit))
+    pid=$(cat "$DIR/pids/$name")
+    until "$@" >/dev/null 2>&1; do
+        alive "$pid" || return 1
+        [ $SECONDS -lt $end ] || return 1
+        sleep 0.2
+    done
+}
+
 node_idle() { sinfo -h -n "$NODE" -o %T | grep -qx idle; }
 
 up() {
@@ -111,6 +124,8 @@ up() {
     mkdir -p "$DIR"/{munge,log,pids,state,spool}
     chmod 700 "$DIR/munge"
 
+    # If anything below fails, stop whatever was already started.
+    trap 'rc=$?; [ $rc -eq 0 ] || { echo "slurm_cluster: bring-up failed; stopping what started" >&2; down || true; }' EXIT
     # Private munged: own key, socket, pid and seed files.
     local sock="$DIR/munge/munge.sock"
     dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
@@ -118,7 +133,7 @@ up() {
     start_daemon munged munged --foreground --force --socket="$sock" \
         --key-file="$DIR/munge/munge.key" --log-file="$DIR/log/munged.log" \
         --pid-file="$DIR/munge/munged.pid" --seed-file="$DIR/munge/munged.seed"
-    wait_for 10 munged test -S "$sock" || die "munged did not start: $(cat "$DIR/log/munged.out" "$DIR/log/munged.log" 2>/dev/null)"
+    ready munged 10 test -S "$sock" || die "munged did not start: $(cat "$DIR/log/munged.out" "$DIR/log/munged.log" 2>/dev/null)"
 
     local ctld_port slurmd_port
     ctld_port=$(free_port); slurmd_port=$(free_port)
@@ -168,15 +183,17 @@ EOF
     export SLURM_CONF="$DIR/slurm.conf"
 
     start_daemon slurmctld slurmctld -D -i -f "$SLURM_CONF"
-    wait_for 20 slurmctld scontrol ping || die "slurmctld did not answer: $(tail -20 "$DIR/log/slurmctld.log" "$DIR/log/slurmctld.out" 2>/dev/null)"
+    ready slurmctld 20 scontrol ping || die "slurmctld did not answer: $(tail -n 20 "$DIR/log/slurmctld.log" "$DIR/log/slurmctld.out" 2>/dev/null)"
     start_daemon slurmd slurmd -D -f "$SLURM_CONF"
-    if ! wait_for 20 "node idle" node_idle; then
+    if ! ready slurmd 20 node_idle; then
+        alive "$(cat "$DIR/pids/slurmd")" || die "slurmd exited: $(tail -n 20 "$DIR/log/slurmd.log" "$DIR/log/slurmd.out" 2>/dev/null)"
         scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
         wait_for 10 "node idle" node_idle ||
-            die "node $NODE not idle: $(sinfo -h -N -o '%N %T %E' 2>&1; tail -20 "$DIR/log/slurmd.log" "$DIR/log/slurmd.out" 2>/dev/null)"
+            die "node $NODE not idle: $(sinfo -h -N -o '%N %T %E' 2>&1; tail -n 20 "$DIR/log/slurmd.log" "$DIR/log/slurmd.out" 2>/dev/null)"
     fi
     echo "slurm_cluster: up in $DIR (node $NODE, $NCPUS CPUs, slurmctld port $ctld_port)" >&2
     echo "export SLURM_CONF=$SLURM_CONF"
+    trap - EXIT
 }
 
 down() {
