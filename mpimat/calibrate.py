@@ -212,6 +212,7 @@ def save(path: Path, machine: dict) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".calibration-", dir=str(path.parent))
         with os.fdopen(fd, "w") as fp:
             fp.write(json.dumps(doc, indent=2) + "\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as exc:
         raise InputError(f"cannot save the calibration to {path}: {exc.strerror or exc}") from None

@@ -179,13 +179,17 @@ def run_alone(A, B, job, stats: Stats) -> np.ndarray:
     m, n = job.m, job.n
     C = np.empty((m, n), dtype=job.dtype_c)
     dot = dot_function(job)
-    columns = B.T  # columns[j] is the view B[:, j]
+    rows = [A[i] for i in range(m)]
     started = time.perf_counter()
     with stats.phase("compute"):
-        for i in range(m):
-            row, out = A[i], C[i]
-            for j in range(n):
-                out[j] = dot(row, columns[j])
+        # Column by column: the column is copied once into a contiguous
+        # vector (as a worker would receive it), then each of its m entries
+        # of C is its own dot product.
+        for j in range(n):
+            col = np.ascontiguousarray(B[:, j])
+            out = C[:, j]
+            for i in range(m):
+                out[i] = dot(rows[i], col)
     elapsed = time.perf_counter() - started
     record(stats, tasks=m * n, messages=0, elapsed=elapsed, window=0)
     stats.extra["tasks_computed"] = m * n

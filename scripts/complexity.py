@@ -239,9 +239,13 @@ def main() -> int:
         tmp.mkdir(exist_ok=True)
         rows = []
         started = time.time()
+        loads = [os.getloadavg()[0]]
         for P in args.ranks:
             print(f"mpiexec -n {P}: {len(points)} points, best of {args.repeats}", flush=True)
             rows += launch(P, points, args.repeats, tmp)
+            loads.append(os.getloadavg()[0])
+        # Other processes on the machine distort everything: say how busy it was.
+        print(f"1-minute load average during the sweep: {', '.join(f'{x:.1f}' for x in loads)}")
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
@@ -253,7 +257,9 @@ def main() -> int:
         calibrate(cal)
     val = validate(rows, cal)
     table = markdown(val)
-    Path(f"{out}.json").write_text(json.dumps({"runs": rows, "fits": fit, "validation": val}, indent=1) + "\n")
+    extra = {"load_average": loads} if not args.validate_only else {}
+    Path(f"{out}.json").write_text(json.dumps({"runs": rows, "fits": fit, "validation": val, **extra},
+                                              indent=1) + "\n")
     Path(f"{out}-validation.md").write_text(table)
     plot(rows, fit, Path(f"{out}.png"))
     print("\nlog-log slope of time against n:")
