@@ -99,7 +99,10 @@ def option_value(argv: Sequence[str], option: str) -> Optional[str]:
 
 
 def localize_proxy(argv: Sequence[str]) -> List[str]:
-    """Run the node's own hydra_pmi_proxy (the head's path may differ here)."""
+    """Run the node's own hydra_pmi_proxy (the head's path may differ here);
+    refuse to run anything else."""
+    if not argv or Path(argv[0]).name != "hydra_pmi_proxy":
+        raise RendezvousError(f"refusing to run {list(argv)[:1]}: not a hydra_pmi_proxy command")
     local = tool_path("hydra_pmi_proxy")
     return [str(local) if local.exists() else argv[0], *argv[1:]]
 
@@ -423,7 +426,10 @@ def run_head(program: Sequence[str], *, num_nodes: int, procs_per_node: int,
     if num_nodes < 1 or procs_per_node < 1:
         raise ValueError("num_nodes and procs_per_node must be at least 1")
     board = _Board(num_nodes)
-    server = _Server((bind, main_port), _handler(board))
+    try:
+        server = _Server((bind, main_port), _handler(board))
+    except OSError as exc:
+        raise RendezvousError(f"node 0 cannot listen on {bind}:{main_port}: {exc}") from None
     server_thread = threading.Thread(target=server.serve_forever, name="mpimat-rendezvous",
                                      daemon=True)
     server_thread.start()

@@ -133,3 +133,20 @@ def test_import_mpimat_never_imports_lightning(env):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_busy_main_port_is_a_clear_error(env, tag, tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        node = Node(0, 2, port, ["--", "--size", "8"], env, tmp_path)
+        try:
+            code = node.finish(30)
+        finally:
+            node.kill()
+    assert code == 1
+    assert f"node 0 cannot listen on 0.0.0.0:{port}" in node.err
+    assert wait_no_leftovers(tag) == []
