@@ -53,12 +53,14 @@ def foreign_launcher_message(comm: MPI.Comm) -> str:
     """A one-line complaint if this job is N singletons, else ''."""
     claimed = launched_size()
     if comm.size == 1 and claimed > 1:
+        # Open MPI puts a NUL byte in its version string.
+        library = MPI.Get_library_version().replace("\0", "").splitlines()[0].strip()
+        plugin = "pmix" if "Open MPI" in library else "pmi2"
         return (
             f"the launcher started {claimed} processes but MPI sees a world of 1: "
-            f"mpiexec/srun belongs to a different MPI than mpi4py's "
-            f"({MPI.Get_library_version().splitlines()[0].strip()}); use the launcher of the "
-            f"same MPI (for the mpich wheel: {os.path.join(os.path.dirname(sys.executable), 'mpiexec')}, "
-            f"or srun --mpi=pmi2)"
+            f"mpiexec/srun belongs to a different MPI than mpi4py's ({library}); use the launcher "
+            f"of the same MPI ({os.path.join(os.path.dirname(sys.executable), 'mpiexec')}, "
+            f"or srun --mpi={plugin})"
         )
     return ""
 
