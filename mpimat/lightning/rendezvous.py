@@ -539,8 +539,13 @@ def run_head(program: Sequence[str], *, num_nodes: int, procs_per_node: int,
     finally:
         groups.close()
         if board.aborted is not None and num_nodes > 1:
-            # Let members that are still polling hear the news (HTTP 410).
-            time.sleep(1.5)
+            # Let members that still poll hear the news (HTTP 410), and those
+            # that ran a proxy learn that the job was stopped.
+            linger_end = time.monotonic() + 1.5
+            with board.changed:
+                board.changed.wait_for(lambda: set(board.exited) >= set(board.fetched),
+                                       timeout=FAILURE_GRACE)
+            time.sleep(max(0.0, linger_end - time.monotonic()))
         server.shutdown()
         server.server_close()
 

@@ -103,7 +103,8 @@ def test_killed_head_leaves_nothing_running(env, tag, tmp_path):
     nodes = start_nodes(2, ["--size", "5000", "--verify", "none"], env, tmp_path)
     try:
         deadline = time.monotonic() + 60
-        while len([c for _, c in tagged_processes(tag) if "-m mpimat --size" in c]) < 4:
+        while len([c for _, c in tagged_processes(tag)
+                   if c.split()[:3] == [PYTHON, "-m", "mpimat"]]) < 4:
             assert time.monotonic() < deadline, "the 4 ranks never started"
             assert nodes[0].proc.poll() is None
             time.sleep(0.2)
