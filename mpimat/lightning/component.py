@@ -25,8 +25,14 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Sequence
 
-from lightning_app import CloudCompute, LightningFlow, LightningWork
-from lightning_app.components import MultiNode
+try:
+    from lightning_app import CloudCompute, LightningFlow, LightningWork
+    from lightning_app.components import MultiNode
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "mpimat.lightning.component needs the Lightning App framework: "
+        "pip install 'mpimat[lightning]' (lightning-app==2.3.2, numpy<2, uvicorn<0.36)"
+    ) from exc
 
 from .rendezvous import DEFAULT_JOIN_TIMEOUT, run_node
 
