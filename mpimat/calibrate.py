@@ -96,6 +96,13 @@ def pingpong(comm: MPI.Comm, nbytes: int, rounds: int, repeats: int) -> float:
     return best
 
 
+def idle_barrier(comm: MPI.Comm) -> None:
+    """A barrier that sleeps instead of spinning while it waits."""
+    req = comm.Ibarrier()
+    while not req.Test():
+        time.sleep(0.002)
+
+
 def best_time(fn, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -184,8 +191,11 @@ def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
         t_small = pingpong(pair, small, 5 if quick else 20, 3)
         t_large = pingpong(pair, large, 2 if quick else 5, 3)
         bandwidth = (large - small) / max(t_large - t_small, 1e-9)
+        # Rank 1 waits without spinning while rank 0 times its arithmetic:
+        # MPICH busy-polls in blocking calls, which would halve rank 0's
+        # CPU on a machine with few cores.
         rates = compute_rates(quick) if pair.rank == 0 else None
-        pair.Barrier()
+        idle_barrier(pair)
         disp = dispatch_costs(pair, quick, latency, 1 / bandwidth)
         if pair.rank == 0:
             from .compute import cpu_count

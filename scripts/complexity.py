@@ -227,7 +227,8 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.validate_only:
-        rows = json.loads(Path(args.results or f"{out}.json").read_text())["runs"]
+        previous = json.loads(Path(args.results or f"{out}.json").read_text())
+        rows, loads = previous["runs"], previous.get("load_average")
     else:
         sweep = dict(SWEEPS["quick" if args.quick else "default"])
         if args.dot_sizes:
@@ -257,7 +258,7 @@ def main() -> int:
         calibrate(cal)
     val = validate(rows, cal)
     table = markdown(val)
-    extra = {"load_average": loads} if not args.validate_only else {}
+    extra = {"load_average": loads} if loads else {}
     Path(f"{out}.json").write_text(json.dumps({"runs": rows, "fits": fit, "validation": val, **extra},
                                               indent=1) + "\n")
     Path(f"{out}-validation.md").write_text(table)
