@@ -10,7 +10,7 @@ can set up its warning filters before mpi4py initialises MPI.
 
 __version__ = "0.1.0"
 
-__all__ = ["matmul", "InputError", "InputTypeError", "VerificationError", "__version__"]
+__all__ = ["matmul", "InputError", "InputTypeError", "__version__"]
 
 
 def __getattr__(name):
@@ -18,8 +18,8 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
-    if name in ("InputError", "VerificationError"):
-        from . import errors
+    if name == "InputError":
+        from .errors import InputError
 
-        return getattr(errors, name)
+        return InputError
     raise AttributeError(f"module 'mpimat' has no attribute {name!r}")

@@ -336,9 +336,20 @@ def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -
         waitany = MPI.Request.Waitany
         live = sum(1 for r in waiting if r != MPI.REQUEST_NULL)
         fast = not keep and K == 1
+        # With kept blocks the root's cache mirror must see batches in the
+        # order the worker runs them: round-robin over its live slots.  So
+        # the root takes each worker's answers in that order too (an answer
+        # from a later slot waits in its request until its turn).
+        turn = [0] * len(workers)
         while live:
             t0 = clock()
             idx = waitany(waiting)
+            if keep:
+                w_index = idx // window
+                due = w_index * window + turn[w_index]
+                if due != idx:
+                    waiting[due].Wait()  # already sent by the worker, before idx's answer
+                    idx = due
             t1 = clock()
             if counts[idx] == 1:
                 Cflat[firsts[idx]] = result_views[idx][0]
@@ -368,6 +379,13 @@ def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -
                 send(idx)
                 if waiting[idx] == MPI.REQUEST_NULL:
                     live -= 1
+                if keep and live:
+                    w_index, slot = divmod(idx, window)
+                    for step in range(1, window + 1):
+                        nxt = (slot + step) % window
+                        if waiting[w_index * window + nxt] != MPI.REQUEST_NULL:
+                            turn[w_index] = nxt
+                            break
             t3 = clock()
             t_wait += t1 - t0
             t_store += t2 - t1

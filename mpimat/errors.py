@@ -2,24 +2,17 @@
 
 
 class InputError(ValueError):
-    """Bad input: a file, a shape, a dtype or a flag.  Exit code 2.
+    """Bad input: a file, a shape, a dtype or a flag (the CLI exits 2).
 
     `kind` is the exception class the library API raises for it on every
     rank ("ValueError" or "TypeError"), so callers can catch what numpy
     would raise for the same mistake.
     """
 
-    exit_code = 2
 
     def __init__(self, message: str, kind: str = "ValueError"):
         super().__init__(message)
         self.kind = kind
-
-
-class VerificationError(RuntimeError):
-    """The product failed verification.  Exit code 3."""
-
-    exit_code = 3
 
 
 EXIT_OK = 0
