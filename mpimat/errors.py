@@ -9,7 +9,6 @@ class InputError(ValueError):
     would raise for the same mistake.
     """
 
-
     def __init__(self, message: str, kind: str = "ValueError"):
         super().__init__(message)
         self.kind = kind
