@@ -243,6 +243,7 @@ def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -
     waiting: List[MPI.Request] = [MPI.REQUEST_NULL] * nslots  # what Waitany watches
     pending: List[Optional[MPI.Request]] = [None] * nslots   # the slot's send in flight
     stop_reqs: List[MPI.Request] = []
+    stopped = [False] * nslots
     if keep:
         rows_cap, cols_cap = cache_sizes(job, K)
         mirrors = {w: (CacheMirror(rows_cap), CacheMirror(cols_cap)) for w in workers}
@@ -271,6 +272,7 @@ def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -
             header[0] = 0
             stop_reqs.append(comm.Isend([bufs[idx], header_bytes, MPI.BYTE], dest=w,
                                         tag=TAG_TASK + idx % window))
+            stopped[idx] = True
             waiting[idx] = MPI.REQUEST_NULL
             pending[idx] = None
             nbytes = header_bytes
@@ -338,18 +340,24 @@ def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -
         fast = not keep and K == 1
         # With kept blocks the root's cache mirror must see batches in the
         # order the worker runs them: round-robin over its live slots.  So
-        # the root takes each worker's answers in that order too (an answer
-        # from a later slot waits in its request until its turn).
+        # the root handles each worker's answers in that order too: an
+        # answer that completes before its turn is set aside in `early`
+        # (Waitany has consumed its completion) until its turn comes.
         turn = [0] * len(workers)
+        early = set()
         while live:
             t0 = clock()
-            idx = waitany(waiting)
-            if keep:
-                w_index = idx // window
-                due = w_index * window + turn[w_index]
-                if due != idx:
-                    waiting[due].Wait()  # already sent by the worker, before idx's answer
-                    idx = due
+            idx = -1
+            if early:
+                idx = next((e for e in early if e % window == turn[e // window]), -1)
+                if idx >= 0:
+                    early.discard(idx)
+            if idx < 0:
+                idx = waitany(waiting)
+                if keep and idx % window != turn[idx // window]:
+                    early.add(idx)
+                    waiting[idx] = MPI.REQUEST_NULL
+                    continue
             t1 = clock()
             if counts[idx] == 1:
                 Cflat[firsts[idx]] = result_views[idx][0]
@@ -380,10 +388,11 @@ def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -
                 if waiting[idx] == MPI.REQUEST_NULL:
                     live -= 1
                 if keep and live:
+                    # The worker's next slot: the next one not stopped yet.
                     w_index, slot = divmod(idx, window)
                     for step in range(1, window + 1):
                         nxt = (slot + step) % window
-                        if waiting[w_index * window + nxt] != MPI.REQUEST_NULL:
+                        if not stopped[w_index * window + nxt]:
                             turn[w_index] = nxt
                             break
             t3 = clock()

@@ -160,3 +160,20 @@ def test_bad_input_raises_everywhere_without_hanging():
     C, _ = run(np.ones((2, 2)), np.ones((2, 2)))
     if comm.rank == 0:
         np.testing.assert_array_equal(C, np.full((2, 2), 2.0))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("budget", [None, 8 * 13 * 3])
+def test_keep_blocks_stays_in_step_with_the_workers(budget):
+    # Regression: answers that arrive out of slot order must not let the
+    # root's cache mirror run ahead of a worker (wrong rows were used).
+    rng = np.random.default_rng(11)
+    options = {"tasks_per_message": 3, "keep_blocks": True}
+    if budget:
+        options["keep_budget_bytes"] = budget
+    for _ in range(25):
+        A = rng.integers(-50, 50, (11, 13)).astype(np.int64)
+        B = rng.integers(-50, 50, (13, 9)).astype(np.int64)
+        C, _ = run(A, B, **options)
+        if comm.rank == 0:
+            np.testing.assert_array_equal(C, A @ B)
