@@ -135,7 +135,7 @@ def compute_rates(quick: bool) -> dict:
 
     a1, b1 = np.ones((128, 1)), np.ones((1, 128))
     per_task = float("inf")
-    for _ in range(reps):
+    for _ in range(3 * reps):  # short runs: take the best of many (shared machines are noisy)
         st = Stats()
         matmul(a1, b1, comm=MPI.COMM_SELF, strategy="dot", stats=st)
         per_task = min(per_task, st.extra["dispatch_seconds"] / (128 * 128))
@@ -155,29 +155,38 @@ def compute_rates(quick: bool) -> dict:
 
 
 def dispatch_costs(comm: MPI.Comm, quick: bool, latency: float, beta: float) -> dict:
-    """Root time per message of the dot strategy with K=1 and K=32 (k=1)."""
+    """Root time per message of the dot strategy: K=1 and K=32 at k=1, K=1 at k=256.
+
+    dispatch_batch + K dispatch_task is the cost of a message of K tasks
+    whose vectors are tiny; dispatch_element is what each element of the
+    row and column adds (packing a strided column touches one cache line
+    per element, so it is more than the bytes on the link).
+    """
     from .api import matmul
     from .stats import Stats
 
-    n = 48 if quick else 96
-    A = np.ones((n, 1)) if comm.rank == 0 else None
-    B = np.ones((1, n)) if comm.rank == 0 else None
+    n = 48 if quick else 160  # long enough runs that start-up costs fade
+    long_k = 256
     per_batch = {}
-    for K in (1, 32):
+    # The long run packs columns of a 256 x 256 B (rows 2 KiB apart, the
+    # benchmark's case): each element of a column is on its own cache line.
+    for K, m, k, cols in ((1, n, 1, n), (32, n, 1, n), (1, 16 if quick else 64, long_k, long_k)):
+        A = np.ones((m, k)) if comm.rank == 0 else None
+        B = np.ones((k, cols)) if comm.rank == 0 else None
         best = float("inf")
-        for _ in range(2 if quick else 3):
+        for _ in range(2 if quick else 4):
             stats = Stats()
             matmul(A, B, comm=comm, strategy="dot", stats=stats, tasks_per_message=K)
             if comm.rank == 0:
-                batches = -(-n * n // K)
+                batches = -(-m * cols // K)
                 best = min(best, stats.extra["dispatch_seconds"] / batches)
-        per_batch[K] = best
+        per_batch[K, k] = best
     if comm.rank != 0:
         return {}
-    # Per batch: dispatch_batch + K dispatch_task (+ a few hundred bytes on the link).
-    task = max((per_batch[32] - per_batch[1]) / 31, 0.0)
-    batch = max(per_batch[1] - task, 0.0)
-    return {"dispatch_batch": batch, "dispatch_task": task}
+    task = max((per_batch[32, 1] - per_batch[1, 1]) / 31, 0.0)
+    batch = max(per_batch[1, 1] - task, 0.0)
+    element = max((per_batch[1, long_k] - per_batch[1, 1]) / (long_k - 1), 0.0)
+    return {"dispatch_batch": batch, "dispatch_task": task, "dispatch_element": element}
 
 
 def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
@@ -240,6 +249,7 @@ def summary(machine: dict, path: Path) -> str:
         f"  blas_setup          {machine['blas_setup'] * 1e3:10.2f} ms per local product (threadpoolctl)",
         f"  dispatch_batch      {machine['dispatch_batch'] * 1e6:10.2f} us per message (dot dispatcher)",
         f"  dispatch_task       {machine['dispatch_task'] * 1e6:10.2f} us per task (dot dispatcher)",
+        f"  dispatch_element    {machine['dispatch_element'] * 1e9:10.2f} ns per element of k (dot dispatcher)",
         f"  cores               {machine['cores']:10d}",
     ])
 

@@ -47,8 +47,9 @@ class Machine:
     gflops_noblas: numpy's own matmul loops (ints, bool, float16);
     dot_gflops / dot_call: a single dot product of length k costs
         dot_call + 2 k / (dot_gflops 1e9) (vector ops are memory-bound);
-    dispatch_batch / dispatch_task: the dot dispatcher's own CPU time per
-        message and per task beyond the messages (Python, packing);
+    dispatch_batch / dispatch_task / dispatch_element: the dot dispatcher's
+        own time per message, per task and per element of k packed (a
+        strided column costs a cache line per element); 0 means "use beta";
     blas_setup: fixed cost of one local product when ranks share a node
         (mpimat limits BLAS to one thread per rank with threadpoolctl);
     cores: cores per node (None: every rank has its own core).  A rank
@@ -63,6 +64,7 @@ class Machine:
     dot_call: float = 1.5e-6
     dispatch_batch: float = 4e-6
     dispatch_task: float = 1.5e-6
+    dispatch_element: float = 0.0
     blas_setup: float = 0.0
     cores: Optional[int] = None
     source: str = "defaults"
@@ -202,7 +204,8 @@ def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     """The dot strategy: the root dispatches m*n tasks, K per message.
 
     The root's time per batch:   dispatch_batch + K dispatch_task
-                                 + batch bytes * beta;
+                                 + max(elements packed * dispatch_element,
+                                       batch bytes * beta);
     a worker's time per batch:   alpha + K dot(k) + batch bytes * beta.
     With `window` batches in flight per worker the slower side sets the
     pace: T = batches * max(root, worker / W, (root + worker) / cores).
@@ -230,7 +233,9 @@ def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     per_batch_bytes = payload / batches + 8 * (4 + 4 * K)
     # dispatch_batch is calibrated from whole dispatcher runs, so it already
     # holds the root's MPI calls (send, answer, wait): no extra alpha here.
-    root = mach.dispatch_batch + K * mach.dispatch_task + per_batch_bytes * mach.beta
+    elements = (payload / batches) / (sa + sb)  # k per task: a row and a column element each
+    per_byte = max(mach.dispatch_element * elements, per_batch_bytes * mach.beta)
+    root = mach.dispatch_batch + K * mach.dispatch_task + per_byte
     worker = mach.latency + K * dot + per_batch_bytes * mach.beta
     cores = mach.cores or ranks
     per_batch = max(root, worker / W, (root + worker * min(W, cores)) / cores if ranks > cores else 0.0)
