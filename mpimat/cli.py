@@ -219,6 +219,9 @@ def human_report(rep: dict) -> str:
         lines.append(f"  {label:<11}{rep['phases'][name]:10.4f} s")
     lines.append(f"  {'GFLOP/s':<11}{rep['gflops']:10.2f}   (distribute + compute + gather: "
                  f"{rep['matmul_seconds']:.4f} s)")
+    if rep.get("tasks") is not None:  # --strategy dot
+        lines.append(f"  tasks      {rep['tasks']:,} in {rep['messages']:,} messages, "
+                     f"{rep['dot_products_per_second']:,.0f} dot products/s")
     v = rep["verification"]
     verdict = "skipped" if v["method"] == "none" else ("PASSED" if v["passed"] else "FAILED")
     lines.append(f"  verify     {v['method']}: {verdict} ({v['detail']})")

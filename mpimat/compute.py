@@ -23,15 +23,25 @@ def default_blas_threads(ranks_on_node: int) -> Optional[int]:
     return None if ranks_on_node <= 1 else 1
 
 
+_controller = None
+
+
 @contextmanager
 def blas_threads(threads: Optional[int]):
-    """Limit BLAS to `threads` threads inside the block (None: no limit)."""
+    """Limit BLAS to `threads` threads inside the block (None: no limit).
+
+    One ThreadpoolController is kept for the process: building one inspects
+    every loaded library (about a millisecond), too slow to do per call.
+    """
+    global _controller
     if threads is None:
         yield
         return
-    from threadpoolctl import threadpool_limits
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
 
-    with threadpool_limits(limits=threads, user_api="blas"):
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=threads, user_api="blas"):
         yield
 
 

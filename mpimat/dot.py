@@ -33,7 +33,6 @@ result has numpy's dtype and integers wrap exactly as in A @ B.
 from __future__ import annotations
 
 import time
-import tracemalloc
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import List, Optional
@@ -144,20 +143,13 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
 
 @contextmanager
 def untraced(stats: Stats, layout: "Layout", job, window: int, keep: bool):
-    """Pause tracemalloc around the task loop, keeping an honest peak.
+    """Pause tracemalloc around the task loop (see Stats.untraced).
 
-    tracemalloc records a traceback for every Python allocation; the task
-    loop makes a few small objects per task, which tracing slows down about
-    tenfold (2,000/s instead of 100,000/s).  Tracing has no pause, so we
-    stop it and start it again afterwards, and report as this rank's traced
-    peak the larger of the peak before and (memory traced at the start +
-    the arrays this strategy allocates: C on the root, batch/answer buffers,
-    the keep_blocks cache at full size).
+    The task loop makes a few small objects per task, which tracing slows
+    down about tenfold (2,000/s instead of 100,000/s).  What this strategy
+    allocates inside: C on the root, batch/answer buffers, the keep_blocks
+    cache at full size.
     """
-    if not tracemalloc.is_tracing():
-        yield
-        return
-    current, peak = tracemalloc.get_traced_memory()
     nslots = window * (job.comm.size - 1) if job.comm.rank == job.root else window
     ours = nslots * (layout.nbytes + layout.result_bytes)
     if job.comm.rank == job.root:
@@ -165,13 +157,8 @@ def untraced(stats: Stats, layout: "Layout", job, window: int, keep: bool):
     elif keep:
         rows_cap, cols_cap = cache_sizes(job, layout.K)
         ours += rows_cap * job.k * job.dtype_a.itemsize + cols_cap * job.k * job.dtype_b.itemsize
-    tracemalloc.stop()
-    try:
+    with stats.untraced(ours):
         yield
-    finally:
-        tracemalloc.start()
-        stats.extra["peak_traced_bytes"] = max(peak, current + ours)
-        stats.extra["tracemalloc_paused"] = True
 
 
 def run_alone(A, B, job, stats: Stats) -> np.ndarray:
