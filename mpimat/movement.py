@@ -139,59 +139,105 @@ def touched(shape, dtype, order="C") -> np.ndarray:
     return out
 
 
-def panels(tile: Tile, k: int) -> List[Tuple[int, int]]:
-    """Row panels [p0, p1) of a tile (relative rows), the same on every rank."""
-    rows, cols = tile.shape
-    if rows == 0 or cols == 0:
-        return []
-    count = min(MAX_PANELS, rows, max(1, (2 * rows * cols * max(k, 1)) // PANEL_FLOPS))
-    return blocks(rows, count)
+class PanelPlan:
+    """How a tiles product is cut into panels, the same on every rank.
+
+    The larger input block of a typical tile is streamed in panels (row
+    panels of A's row block, or column panels of B's column block): a rank
+    starts computing once it holds the smaller block and the first panel,
+    instead of after everything has arrived, and each result panel goes
+    back as soon as it is computed.  The decision and the panel count are
+    global (from the largest tile), so every member of a grid row or column
+    cuts a shared block identically.
+    """
+
+    def __init__(self, layout: Layout, itemsize_a: int, itemsize_b: int, panel_flops: int = PANEL_FLOPS):
+        grid, k = layout.grid, layout.k
+        rows, cols = -(-layout.m // grid.rows), -(-layout.n // grid.cols)
+        # A's row block is rows x k, B's column block k x cols.
+        self.axis = "cols" if cols * itemsize_b > rows * itemsize_a else "rows"
+        self.count = max(1, min(MAX_PANELS, (2 * rows * cols * max(k, 1)) // max(1, panel_flops)))
+        self.layout = layout
+
+    def parts(self, extent: int) -> List[Tuple[int, int]]:
+        return blocks(extent, max(1, min(self.count, extent)))
+
+    def a_parts(self, r: int) -> List[Tuple[int, int]]:
+        """Row ranges (within row block r) in which A's block travels."""
+        row0, row1 = self.layout.row_block(r)
+        return self.parts(row1 - row0) if self.axis == "rows" else [(0, row1 - row0)]
+
+    def b_parts(self, c: int) -> List[Tuple[int, int]]:
+        """Column ranges (within column block c) in which B's block travels."""
+        col0, col1 = self.layout.col_block(c)
+        return self.parts(col1 - col0) if self.axis == "cols" else [(0, col1 - col0)]
+
+    def tile_panels(self, tile: Tile) -> List[Tuple[int, int, int, int]]:
+        """The result panels of a tile, as [row0, row1) x [col0, col1) of C."""
+        if tile.empty:
+            return []
+        if self.axis == "rows":
+            return [(tile.row0 + p0, tile.row0 + p1, tile.col0, tile.col1) for p0, p1 in self.a_parts(tile.r)]
+        return [(tile.row0, tile.row1, tile.col0 + q0, tile.col0 + q1) for q0, q1 in self.b_parts(tile.c)]
 
 
 class Exchange:
     """All the messages of one tiles product, for one rank.
 
-    Constructed on every rank: the root posts its sends and the receives
-    of every result panel; leaders receive their blocks and start their
-    broadcasts.  Then `inputs()` waits for this rank's blocks, `send_panel`
-    ships a finished panel, `progress()` lets MPI advance between panels,
-    and `finish()` waits for everything.
+    Constructed on every rank: the root posts its sends and the receives of
+    every result panel; leaders receive their blocks and start their
+    broadcasts; the others post their receives.  Then `panel(i)` waits for
+    what panel i needs and returns its (a, b, C-region), `send_panel` ships
+    a finished panel, `progress()` lets MPI advance between panels, and
+    `finish()` waits for everything.
     """
 
     def __init__(self, gc: GridComm, layout: Layout, A: Optional[np.ndarray], B: Optional[np.ndarray],
-                 C: Optional[np.ndarray], dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats):
+                 C: Optional[np.ndarray], dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats,
+                 panel_flops: int = PANEL_FLOPS):
         self.gc, self.layout, self.stats = gc, layout, stats
+        self.plan = PanelPlan(layout, np.dtype(dtype_a).itemsize, np.dtype(dtype_b).itemsize, panel_flops)
         self.specs = BlockSpecs()
-        self.pending: List[MPI.Request] = []   # this rank's sends and gather receives
-        self.inbound: List[MPI.Request] = []   # receives of this rank's input blocks
+        self.pending: List[MPI.Request] = []   # sends and gather receives, waited at the end
         self.tile = layout.tile(gc.gridrank)
+        self.panels = self.plan.tile_panels(self.tile)
         k = layout.k
         row0, row1 = layout.row_block(gc.r)
         col0, col1 = layout.col_block(gc.c)
+        a_parts, b_parts = self.plan.a_parts(gc.r), self.plan.b_parts(gc.c)
+        # Requests that must complete before the A part / B part is used.
+        self.a_wait: List[List[MPI.Request]] = [[] for _ in a_parts]
+        self.b_wait: List[List[MPI.Request]] = [[] for _ in b_parts]
         if gc.is_root:
-            self.a, self.b = A[row0:row1, :], B[:, col0:col1]
+            self.a = [A[row0 + p0:row0 + p1, :] for p0, p1 in a_parts]
+            self.b = [B[:, col0 + q0:col0 + q1] for q0, q1 in b_parts]
             self.post_root_sends(A, B)
             self.post_gather(C)
         else:
-            self.a = touched((row1 - row0, k), dtype_a, order_a)
-            self.b = touched((k, col1 - col0), dtype_b, order_b)
+            self.a = [touched((p1 - p0, k), dtype_a, order_a) for p0, p1 in a_parts]
+            self.b = [touched((k, q1 - q0), dtype_b, order_b) for q0, q1 in b_parts]
             self.post_receives()
 
     # -- root ---------------------------------------------------------------
     def post_root_sends(self, A: np.ndarray, B: np.ndarray) -> None:
-        gc, layout, grid, k = self.gc, self.layout, self.gc.grid, self.layout.k
+        gc, layout, grid, plan, k = self.gc, self.layout, self.gc.grid, self.plan, self.layout.k
         targets = []  # (dest grid rank, array, row0, row1, col0, col1, tag)
+
+        def a_block(dest, r):
+            r0 = layout.row_block(r)[0]
+            targets.extend((dest, A, r0 + p0, r0 + p1, 0, k, TAG_A) for p0, p1 in plan.a_parts(r))
+
+        def b_block(dest, c):
+            c0 = layout.col_block(c)[0]
+            targets.extend((dest, B, 0, k, c0 + q0, c0 + q1, TAG_B) for q0, q1 in plan.b_parts(c))
+
         # Per destination, A before B: the order in which leaders receive.
         for r in range(1, grid.rows):          # row leaders get A_r and B_0
-            r0, r1 = layout.row_block(r)
-            c0, c1 = layout.col_block(0)
-            targets.append((grid.rank(r, 0), A, r0, r1, 0, k, TAG_A))
-            targets.append((grid.rank(r, 0), B, 0, k, c0, c1, TAG_B))
+            a_block(grid.rank(r, 0), r)
+            b_block(grid.rank(r, 0), 0)
         for c in range(1, grid.cols):          # column leaders get A_0 and B_c
-            c0, c1 = layout.col_block(c)
-            r0, r1 = layout.row_block(0)
-            targets.append((grid.rank(0, c), A, r0, r1, 0, k, TAG_A))
-            targets.append((grid.rank(0, c), B, 0, k, c0, c1, TAG_B))
+            a_block(grid.rank(0, c), 0)
+            b_block(grid.rank(0, c), c)
         packed = None
         for dest, X, r0, r1, c0, c1, tag in targets:
             if r1 <= r0 or c1 <= c0:
@@ -213,56 +259,57 @@ class Exchange:
             self.stats.sent((r1 - r0) * (c1 - c0) * X.itemsize)
 
     def post_gather(self, C: np.ndarray) -> None:
-        gc, k = self.gc, self.layout.k
+        gc = self.gc
         for tile in self.layout.tiles()[1:]:
-            for p0, p1 in panels(tile, k):
-                r0, r1 = tile.row0 + p0, tile.row0 + p1
-                spec = self.specs(C, r0, r1, tile.col0, tile.col1)
-                self.pending.append(gc.comm.Irecv(spec, source=gc.world(tile.rank), tag=TAG_C))
-                self.stats.received((r1 - r0) * tile.shape[1] * C.itemsize)
+            for r0, r1, c0, c1 in self.plan.tile_panels(tile):
+                self.pending.append(gc.comm.Irecv(self.specs(C, r0, r1, c0, c1),
+                                                  source=gc.world(tile.rank), tag=TAG_C))
+                self.stats.received((r1 - r0) * (c1 - c0) * C.itemsize)
 
     # -- everyone else --------------------------------------------------------
     def post_receives(self) -> None:
         gc = self.gc
-        a_bytes, b_bytes = as_bytes(self.a), as_bytes(self.b)
-        # A: straight from the root in grid row 0 and column 0, else from the row leader.
-        if self.a.size:
-            if gc.r == 0 or gc.c == 0:
-                self.receive(a_bytes, TAG_A, self.a.nbytes)
-            if gc.r > 0 and gc.row.size > 1:
-                self.bcast(gc.row, a_bytes, self.a.nbytes)
-        if self.b.size:
-            if gc.r == 0 or gc.c == 0:
-                self.receive(b_bytes, TAG_B, self.b.nbytes)
-            if gc.c > 0 and gc.col.size > 1:
-                self.bcast(gc.col, b_bytes, self.b.nbytes)
-
-    def receive(self, buf, tag: int, nbytes: int) -> None:
-        if self.is_bcast_root():
-            # A leader must hold the block before it can broadcast it.
-            self.gc.comm.Recv(buf, source=self.gc.root, tag=tag)
-        else:
-            self.inbound.append(self.gc.comm.Irecv(buf, source=self.gc.root, tag=tag))
-        self.stats.received(nbytes)
-
-    def is_bcast_root(self) -> bool:
-        gc = self.gc
-        return (gc.c == 0 and gc.r > 0 and gc.row.size > 1) or (gc.r == 0 and gc.c > 0 and gc.col.size > 1)
-
-    def bcast(self, comm: MPI.Comm, buf, nbytes: int) -> None:
-        self.inbound.append(comm.Ibcast(buf, root=0))
-        if comm.rank == 0:
-            self.stats.sent(nbytes * (comm.size - 1), messages=comm.size - 1)
-        else:
-            self.stats.received(nbytes)
+        # A: straight from the root in grid row 0 and column 0, then (rows
+        # r > 0) broadcast along the row by its leader (r, 0).  B likewise
+        # along columns c > 0 from (0, c).
+        a_leader = gc.c == 0 and gc.r > 0 and gc.row.size > 1
+        b_leader = gc.r == 0 and gc.c > 0 and gc.col.size > 1
+        for parts, waits, tag, from_root, shared, leader, comm in (
+            (self.a, self.a_wait, TAG_A, gc.r == 0 or gc.c == 0, gc.r > 0, a_leader, gc.row),
+            (self.b, self.b_wait, TAG_B, gc.r == 0 or gc.c == 0, gc.c > 0, b_leader, gc.col),
+        ):
+            for part, wait in zip(parts, waits):
+                if not part.size:
+                    continue
+                buf = as_bytes(part)
+                if from_root:
+                    if leader:
+                        # A leader must hold the part before broadcasting it.
+                        gc.comm.Recv(buf, source=gc.root, tag=tag)
+                    else:
+                        wait.append(gc.comm.Irecv(buf, source=gc.root, tag=tag))
+                    self.stats.received(part.nbytes)
+                if shared and comm.size > 1:
+                    wait.append(comm.Ibcast(buf, root=0))
+                    if comm.rank == 0:
+                        self.stats.sent(part.nbytes * (comm.size - 1), messages=comm.size - 1)
+                    elif not from_root:
+                        self.stats.received(part.nbytes)
 
     # -- during and after compute ---------------------------------------------
-    def inputs(self) -> Tuple[np.ndarray, np.ndarray]:
-        MPI.Request.Waitall(self.inbound)
-        return self.a, self.b
+    def panel(self, i: int):
+        """(a, b) for result panel i, once they have arrived."""
+        if self.plan.axis == "rows":
+            a_i, b_i = i, 0
+        else:
+            a_i, b_i = 0, i
+        for wait in (self.a_wait[a_i], self.b_wait[b_i]):
+            if wait:
+                MPI.Request.Waitall(wait)
+                wait.clear()
+        return self.a[a_i], self.b[b_i]
 
-    def send_panel(self, tile_array: np.ndarray, p0: int, p1: int) -> None:
-        panel = tile_array[p0:p1]
+    def send_panel(self, panel: np.ndarray) -> None:
         self.pending.append(self.gc.comm.Isend(as_bytes(panel), dest=self.gc.root, tag=TAG_C))
         self.stats.sent(panel.nbytes)
 
@@ -272,6 +319,8 @@ class Exchange:
 
     def finish(self) -> None:
         try:
+            for wait in self.a_wait + self.b_wait:  # parts of an idle rank's empty tile
+                MPI.Request.Waitall(wait)
             MPI.Request.Waitall(self.pending)
         finally:
             self.specs.free()

@@ -35,6 +35,11 @@ class Stats:
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - self.phase_started
             self.current = None
 
+    def reassign(self, seconds: float, source: str, target: str) -> None:
+        """Move time measured inside phase `source` to phase `target`."""
+        self.phases[source] = self.phases.get(source, 0.0) - seconds
+        self.phases[target] = self.phases.get(target, 0.0) + seconds
+
     @contextmanager
     def untraced(self, allocates: int = 0):
         """Pause tracemalloc inside the block, keeping the reported peak an upper bound.

@@ -1,18 +1,20 @@
 """The tiles strategy: each rank computes one rectangular tile of C with BLAS.
 
-The tile is computed in row panels (one BLAS call each): each finished
-panel is shipped to the root at once, and between panels MPI gets a chance
-to move data, so the gather overlaps the compute instead of following it.
+The tile is computed in panels (one BLAS call each) as the larger input
+block streams in (see movement.PanelPlan); each finished panel is shipped
+to the root at once, and between panels MPI gets a chance to move data, so
+distribution, compute and gather overlap instead of following each other.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import numpy as np
 
 from .compute import blas_threads, local_product
-from .movement import Exchange, GridComm, panels, touched
+from .movement import PANEL_FLOPS, Exchange, GridComm, touched
 from .partition import Layout
 from .stats import Stats
 
@@ -29,19 +31,22 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
         with stats.phase("distribute"):
             # The root's C receives other ranks' panels: map its pages first.
             C = touched((job.m, job.n), job.dtype_c) if gc.is_root else None
-            ex = Exchange(gc, layout, A, B, C, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats)
-            a, b = ex.inputs()
-        tile = ex.tile
+            ex = Exchange(gc, layout, A, B, C, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats,
+                          panel_flops=int(job.options.get("panel_flops", PANEL_FLOPS)))
+        waited = 0.0
         with stats.phase("compute"), blas_threads(job.blas_threads):
-            # The root writes its tile straight into C; the others into a
-            # tile buffer whose panels are sent as they are finished.
-            out = C[tile.row0:tile.row1, tile.col0:tile.col1] if gc.is_root else \
-                np.empty(tile.shape, dtype=job.dtype_c)
-            for p0, p1 in panels(tile, layout.k):
-                local_product(a[p0:p1], b, out=out[p0:p1])
-                if not gc.is_root:
-                    ex.send_panel(out, p0, p1)
+            for i, (r0, r1, c0, c1) in enumerate(ex.panels):
+                started = time.perf_counter()
+                a, b = ex.panel(i)
+                waited += time.perf_counter() - started
+                if gc.is_root:
+                    # The root writes its panels straight into C.
+                    local_product(a, b, out=C[r0:r1, c0:c1])
+                else:
+                    ex.send_panel(local_product(a, b))
                 ex.progress()
+        # Waiting for a panel's inputs is distribution, not compute.
+        stats.reassign(waited, "compute", "distribute")
         with stats.phase("gather"):
             ex.finish()
         return C

@@ -176,3 +176,20 @@ def test_sub_communicator():
             check_same(C, A @ B)
     finally:
         sub.Free()
+
+
+# Streaming in panels: tiny panels force many of them on small matrices.
+@pytest.mark.parametrize("shape", [(40, 30, 9), (9, 30, 40), (33, 1, 35), (64, 64, 64), (3, 50, 2)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_many_panels_every_grid(shape, order):
+    A, B = random_pair(*shape, "float64", seed=12)
+    A, B = np.asarray(A, order=order), np.asarray(B, order=order)
+    for rows, cols in factor_pairs(comm.size):
+        run(A, B, grid=f"{rows}x{cols}", panel_flops=500)
+
+
+def test_many_panels_mixed_dtypes_and_root():
+    A, _ = random_pair(45, 20, 1, "int16", seed=13)
+    _, B = random_pair(1, 20, 38, "float32", seed=14)
+    run(A, B, root=comm.size - 1, panel_flops=200)
