@@ -39,8 +39,8 @@ from .partition import Grid, Layout, Tile, blocks
 from .stats import Stats
 
 TAG_A, TAG_B, TAG_C = 101, 102, 103
-PANEL_FLOPS = 1 << 30  # aim for panels of about a gigaflop (tens of ms)
-MAX_PANELS = 16
+PANEL_FLOPS = 1 << 32  # about 4 GFLOP a panel: ~0.1 s of one core
+MAX_PANELS = 4  # each BLAS call repacks its B block: 16 panels cost ~4% at n=4096, 8 ~2%
 
 
 class GridComm:
@@ -142,20 +142,29 @@ def touched(shape, dtype, order="C") -> np.ndarray:
 class PanelPlan:
     """How a tiles product is cut into panels, the same on every rank.
 
-    The larger input block of a typical tile is streamed in panels (row
-    panels of A's row block, or column panels of B's column block): a rank
-    starts computing once it holds the smaller block and the first panel,
-    instead of after everything has arrived, and each result panel goes
-    back as soon as it is computed.  The decision and the panel count are
-    global (from the largest tile), so every member of a grid row or column
-    cuts a shared block identically.
+    One input block is streamed in panels (row panels of A's row block, or
+    column panels of B's column block): a rank starts computing once it
+    holds the other block and the first panel, instead of after everything
+    has arrived, and each result panel goes back as soon as it is computed.
+    We stream the larger block if its panels are contiguous in the root's
+    array, else the other one: a contiguous message is pulled by the
+    receiver while the root computes, a strided one (a datatype) needs the
+    root to pack it.  The decision and the panel count are global (from the
+    largest tile), so every member of a grid row or column cuts a shared
+    block identically.
     """
 
-    def __init__(self, layout: Layout, itemsize_a: int, itemsize_b: int, panel_flops: int = PANEL_FLOPS):
+    def __init__(self, layout: Layout, itemsize_a: int, itemsize_b: int, order_a: str = "C",
+                 order_b: str = "C", panel_flops: int = PANEL_FLOPS):
         grid, k = layout.grid, layout.k
         rows, cols = -(-layout.m // grid.rows), -(-layout.n // grid.cols)
-        # A's row block is rows x k, B's column block k x cols.
-        self.axis = "cols" if cols * itemsize_b > rows * itemsize_a else "rows"
+        rows_contiguous = order_a == "C"   # A[r0:r1, :] of a C-order A
+        cols_contiguous = order_b == "F"   # B[:, c0:c1] of a Fortran-order B
+        b_larger = cols * itemsize_b > rows * itemsize_a   # B's block k x cols vs A's rows x k
+        if b_larger:
+            self.axis = "cols" if cols_contiguous or not rows_contiguous else "rows"
+        else:
+            self.axis = "rows" if rows_contiguous or not cols_contiguous else "cols"
         self.count = max(1, min(MAX_PANELS, (2 * rows * cols * max(k, 1)) // max(1, panel_flops)))
         self.layout = layout
 
@@ -196,7 +205,8 @@ class Exchange:
                  C: Optional[np.ndarray], dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats,
                  panel_flops: int = PANEL_FLOPS):
         self.gc, self.layout, self.stats = gc, layout, stats
-        self.plan = PanelPlan(layout, np.dtype(dtype_a).itemsize, np.dtype(dtype_b).itemsize, panel_flops)
+        self.plan = PanelPlan(layout, np.dtype(dtype_a).itemsize, np.dtype(dtype_b).itemsize,
+                              order_a, order_b, panel_flops)
         self.specs = BlockSpecs()
         self.pending: List[MPI.Request] = []   # sends and gather receives, waited at the end
         self.tile = layout.tile(gc.gridrank)
@@ -231,14 +241,22 @@ class Exchange:
             c0 = layout.col_block(c)[0]
             targets.extend((dest, B, 0, k, c0 + q0, c0 + q1, TAG_B) for q0, q1 in plan.b_parts(c))
 
-        # Per destination, A before B: the order in which leaders receive.
-        for r in range(1, grid.rows):          # row leaders get A_r and B_0
-            a_block(grid.rank(r, 0), r)
-            b_block(grid.rank(r, 0), 0)
-        for c in range(1, grid.cols):          # column leaders get A_0 and B_c
-            a_block(grid.rank(0, c), 0)
-            b_block(grid.rank(0, c), c)
+        # Per destination, the whole block first, then the streamed panels:
+        # a rank can start once it has the block and the first panel.  The
+        # receivers post their receives in this same order (see
+        # post_receives), which keeps the leaders' blocking receives and
+        # the root's waits free of cycles.
+        streams_a = plan.axis == "rows"
+        for dest, r, c in [(grid.rank(r, 0), r, 0) for r in range(1, grid.rows)] + \
+                          [(grid.rank(0, c), 0, c) for c in range(1, grid.cols)]:
+            if streams_a:
+                b_block(dest, c)
+                a_block(dest, r)
+            else:
+                a_block(dest, r)
+                b_block(dest, c)
         packed = None
+        pushed = []  # sends the root itself must drive (packing copies, datatypes)
         for dest, X, r0, r1, c0, c1, tag in targets:
             if r1 <= r0 or c1 <= c0:
                 continue
@@ -253,10 +271,18 @@ class Exchange:
                 block = np.asfortranarray(block) if X.flags.f_contiguous and not X.flags.c_contiguous \
                     else np.ascontiguousarray(block)
                 packed = gc.comm.Isend(as_bytes(block), dest=gc.world(dest), tag=tag)
-                self.pending.append(packed)
+                pushed.append(packed)
             else:
-                self.pending.append(gc.comm.Isend(self.specs(X, r0, r1, c0, c1), dest=gc.world(dest), tag=tag))
+                spec = self.specs(X, r0, r1, c0, c1)
+                request = gc.comm.Isend(spec, dest=gc.world(dest), tag=tag)
+                strided = len(spec) == 3  # [array, 1, subarray datatype]
+                (pushed if strided else self.pending).append(request)
             self.stats.sent((r1 - r0) * (c1 - c0) * X.itemsize)
+        # A contiguous message is pulled by its receiver (single copy) while
+        # the root computes; a strided one is packed by the root, and only
+        # while the root is inside MPI.  Drive those now, before computing,
+        # or the receivers would get one chunk per root panel.
+        MPI.Request.Waitall(pushed)
 
     def post_gather(self, C: np.ndarray) -> None:
         gc = self.gc
@@ -274,10 +300,13 @@ class Exchange:
         # along columns c > 0 from (0, c).
         a_leader = gc.c == 0 and gc.r > 0 and gc.row.size > 1
         b_leader = gc.r == 0 and gc.c > 0 and gc.col.size > 1
-        for parts, waits, tag, from_root, shared, leader, comm in (
+        operands = [
             (self.a, self.a_wait, TAG_A, gc.r == 0 or gc.c == 0, gc.r > 0, a_leader, gc.row),
             (self.b, self.b_wait, TAG_B, gc.r == 0 or gc.c == 0, gc.c > 0, b_leader, gc.col),
-        ):
+        ]
+        if self.plan.axis == "rows":  # the same order as the root's sends
+            operands.reverse()
+        for parts, waits, tag, from_root, shared, leader, comm in operands:
             for part, wait in zip(parts, waits):
                 if not part.size:
                     continue

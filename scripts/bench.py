@@ -11,8 +11,9 @@ and B once, then alternates:
     moment C is complete on rank 0 (distribute + compute + gather; no
     process start, no input generation).
 It prints both throughputs, the ratio (median over the repeats of numpy's
-time / mpimat's time in back-to-back pairs), and each
-rank's peak array memory against the budget:
+time / mpimat's time in back-to-back pairs), and, from one more untimed run
+under tracemalloc (which slows the timed ones), each rank's peak array
+memory against the budget:
   rank 0: size(A) + size(B) + size(C) + work buffers of at most one block each;
   others: their rows of A + columns of B + tile, +10%.
 Machines are shared and noisy: compare the ratio, not the absolute times.
@@ -85,22 +86,25 @@ def worker(args) -> int:
                     t_np.append(time.perf_counter() - t0)
                 del R
             idle_barrier(comm)
-            tracemalloc.start()
-            base = tracemalloc.get_traced_memory()[0]
             comm.Barrier()
             t0 = time.perf_counter()
             C = matmul(A, B, comm=comm)
             elapsed = time.perf_counter() - t0
-            peak = tracemalloc.get_traced_memory()[1] - base
-            tracemalloc.stop()
             t_mm.append(comm.bcast(elapsed if comm.rank == 0 else None))
-            peaks.append(peak)
             if comm.rank == 0:
                 ok = np.allclose(C[:64], A[:64] @ B, rtol=1e-10, atol=1e-8 * n)
                 if not ok:
                     print("bench: WRONG RESULT", file=sys.stderr)
                     return 1
             del C
+        # Memory in a separate, untimed run: tracemalloc slows the timed ones.
+        idle_barrier(comm)
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        C = matmul(A, B, comm=comm)
+        peaks.append(tracemalloc.get_traced_memory()[1] - base)
+        tracemalloc.stop()
+        del C
         peak = max(peaks)
         all_peaks = comm.gather(peak)
         if comm.rank != 0:
