@@ -35,7 +35,7 @@ from typing import List, Optional
 import numpy as np
 from mpi4py import MPI
 
-from . import control
+from .api import agree
 from .errors import EXIT_OK, EXIT_USAGE, InputError
 from .model import Machine
 
@@ -267,20 +267,15 @@ def main(argv: List[str], comm: MPI.Comm) -> int:
                              f"{Path(sys.executable).name} -m mpimat calibrate`")
         path = Path(args.save).expanduser() if args.save else default_path()
         figures = measure(comm, args.quick)
-        verdict = None
-        if comm.rank == 0:
-            try:
-                save(path, figures)
-                verdict = {"ok": True}
-                if args.json:
-                    print(path.read_text(), end="", flush=True)
-                else:
-                    print(summary(figures, path), flush=True)
-            except InputError as exc:
-                verdict = {"ok": False, "message": str(exc)}
-        verdict = control.bcast_json(comm, verdict, 0)
-        if not verdict["ok"]:
-            raise InputError(verdict["message"])
+        def decide():
+            save(path, figures)
+            if args.json:
+                print(path.read_text(), end="", flush=True)
+            else:
+                print(summary(figures, path), flush=True)
+            return {}
+
+        agree(comm, 0, decide if comm.rank == 0 else None)
         return EXIT_OK
     except InputError as exc:
         if comm.rank == 0:

@@ -220,17 +220,14 @@ def main(argv: List[str], comm: MPI.Comm) -> int:
         m, k, n = args.shape if args.shape else (args.size,) * 3
         ranks = args.ranks or comm.size
         # Only rank 0 reads the calibration file; its verdict goes to every rank.
-        verdict = None
-        if comm.rank == 0:
-            try:
-                plan = build_plan(m, k, n, ranks, machine_for(args), args.dtype)
-                print(json.dumps(plan, indent=2) if args.json else render(plan), flush=True)
-                verdict = {"ok": True}
-            except InputError as exc:
-                verdict = {"ok": False, "message": str(exc)}
-        verdict = control.bcast_json(comm, verdict, 0)
-        if not verdict["ok"]:
-            raise InputError(verdict["message"])
+        def decide():
+            plan = build_plan(m, k, n, ranks, machine_for(args), args.dtype)
+            print(json.dumps(plan, indent=2) if args.json else render(plan), flush=True)
+            return {}
+
+        from .api import agree  # here: api imports this module to register 'auto'
+
+        agree(comm, 0, decide if comm.rank == 0 else None)
         return EXIT_OK
     except InputError as exc:
         if comm.rank == 0:
