@@ -393,12 +393,11 @@ def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -
     if fast:
         counters["rows_sent"] = counters["cols_sent"] = total
     elapsed = clock() - started
-    stats.phases["distribute"] = stats.phases.get("distribute", 0.0) + t_pack
-    stats.phases["compute"] = stats.phases.get("compute", 0.0) + t_wait
-    stats.phases["gather"] = stats.phases.get("gather", 0.0) + t_store
-    stats.bytes_sent += bytes_out
-    stats.bytes_received += bytes_in
-    stats.messages += sent_messages
+    stats.add("distribute", t_pack)
+    stats.add("compute", t_wait)
+    stats.add("gather", t_store)
+    stats.sent(bytes_out, messages=sent_messages)
+    stats.received(bytes_in)
     record(stats, tasks=total, messages=messages, elapsed=elapsed, window=window,
            tasks_computed=0, **counters)
     if keep:
@@ -488,10 +487,9 @@ def work(job, stats: Stats, layout: Layout, keep: bool, window: int) -> None:
     finally:
         for req in recv + send:
             req.Free()
-    stats.phases["distribute"] = stats.phases.get("distribute", 0.0) + t_wait
-    stats.phases["compute"] = stats.phases.get("compute", 0.0) + t_compute
-    stats.phases["gather"] = stats.phases.get("gather", 0.0) + t_send
-    stats.bytes_sent += bytes_out
-    stats.messages += batches
-    stats.bytes_received += bytes_in
+    stats.add("distribute", t_wait)
+    stats.add("compute", t_compute)
+    stats.add("gather", t_send)
+    stats.sent(bytes_out, messages=batches)
+    stats.received(bytes_in)
     stats.extra["tasks_computed"] = tasks

@@ -35,10 +35,14 @@ class Stats:
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - self.phase_started
             self.current = None
 
+    def add(self, name: str, seconds: float) -> None:
+        """Book time measured outside `phase()` (e.g. split by hand in a loop)."""
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
+
     def reassign(self, seconds: float, source: str, target: str) -> None:
         """Move time measured inside phase `source` to phase `target`."""
-        self.phases[source] = self.phases.get(source, 0.0) - seconds
-        self.phases[target] = self.phases.get(target, 0.0) + seconds
+        self.add(source, -seconds)
+        self.add(target, seconds)
 
     @contextmanager
     def untraced(self, allocates: int = 0):
