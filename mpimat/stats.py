@@ -32,7 +32,7 @@ class Stats:
         try:
             yield
         finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - self.phase_started
+            self.add(name, time.perf_counter() - self.phase_started)
             self.current = None
 
     def add(self, name: str, seconds: float) -> None:
