@@ -36,7 +36,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .api import agree
-from .errors import EXIT_OK, EXIT_USAGE, InputError
+from .errors import EXIT_OK, InputError
 from .model import Machine
 
 TAG = 4242
@@ -255,29 +255,26 @@ def summary(machine: dict, path: Path) -> str:
 
 
 def main(argv: List[str], comm: MPI.Comm) -> int:
-    try:
-        if any(a in ("-h", "--help") for a in argv):
-            if comm.rank == 0:
-                parser().print_help()
-            return EXIT_OK
-        args = parser().parse_args(argv)
-        if comm.size < 2:
-            raise InputError("calibrate measures latency and bandwidth between two ranks: "
-                             f"run it as `{Path(sys.executable).with_name('mpiexec')} -n 2 "
-                             f"{Path(sys.executable).name} -m mpimat calibrate`")
-        path = Path(args.save).expanduser() if args.save else default_path()
-        figures = measure(comm, args.quick)
-        def decide():
-            save(path, figures)
-            if args.json:
-                print(path.read_text(), end="", flush=True)
-            else:
-                print(summary(figures, path), flush=True)
-            return {}
-
-        agree(comm, 0, decide if comm.rank == 0 else None)
-        return EXIT_OK
-    except InputError as exc:
+    """The subcommand; bad input raises InputError, which cli.main reports (exit 2)."""
+    if any(a in ("-h", "--help") for a in argv):
         if comm.rank == 0:
-            print(f"mpimat: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+            parser().print_help()
+        return EXIT_OK
+    args = parser().parse_args(argv)
+    if comm.size < 2:
+        raise InputError("calibrate measures latency and bandwidth between two ranks: "
+                         f"run it as `{Path(sys.executable).with_name('mpiexec')} -n 2 "
+                         f"{Path(sys.executable).name} -m mpimat calibrate`")
+    path = Path(args.save).expanduser() if args.save else default_path()
+    figures = measure(comm, args.quick)
+
+    def decide():
+        save(path, figures)
+        if args.json:
+            print(path.read_text(), end="", flush=True)
+        else:
+            print(summary(figures, path), flush=True)
+        return {}
+
+    agree(comm, 0, decide if comm.rank == 0 else None)
+    return EXIT_OK

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 from mpi4py import MPI
 
 from . import control, model
-from .errors import EXIT_OK, EXIT_USAGE, InputError
+from .errors import EXIT_OK, InputError
 from .model import Machine
 from .partition import Grid
 
@@ -207,32 +206,29 @@ def render(plan: dict) -> str:
 
 
 def main(argv: List[str], comm: MPI.Comm) -> int:
-    try:
-        if any(a in ("-h", "--help") for a in argv):
-            if comm.rank == 0:
-                parser().print_help()
-            return EXIT_OK
-        args = parser().parse_args(argv)
-        if args.shape and args.size is not None:
-            raise InputError("--shape and --size are exclusive")
-        if not args.shape and args.size is None:
-            raise InputError("plan needs --shape M K N or --size N")
-        m, k, n = args.shape if args.shape else (args.size,) * 3
-        ranks = args.ranks or comm.size
-        # Only rank 0 reads the calibration file; its verdict goes to every rank.
-        def decide():
-            plan = build_plan(m, k, n, ranks, machine_for(args), args.dtype)
-            print(json.dumps(plan, indent=2) if args.json else render(plan), flush=True)
-            return {}
-
-        from .api import agree  # here: api imports this module to register 'auto'
-
-        agree(comm, 0, decide if comm.rank == 0 else None)
-        return EXIT_OK
-    except InputError as exc:
+    """The subcommand; bad input raises InputError, which cli.main reports (exit 2)."""
+    if any(a in ("-h", "--help") for a in argv):
         if comm.rank == 0:
-            print(f"mpimat: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+            parser().print_help()
+        return EXIT_OK
+    args = parser().parse_args(argv)
+    if args.shape and args.size is not None:
+        raise InputError("--shape and --size are exclusive")
+    if not args.shape and args.size is None:
+        raise InputError("plan needs --shape M K N or --size N")
+    m, k, n = args.shape if args.shape else (args.size,) * 3
+    ranks = args.ranks or comm.size
+    # Only rank 0 reads the calibration file; its verdict goes to every rank.
+
+    def decide():
+        plan = build_plan(m, k, n, ranks, machine_for(args), args.dtype)
+        print(json.dumps(plan, indent=2) if args.json else render(plan), flush=True)
+        return {}
+
+    from .api import agree  # here: api imports this module to register 'auto'
+
+    agree(comm, 0, decide if comm.rank == 0 else None)
+    return EXIT_OK
 
 
 def auto_machine() -> Machine:
