@@ -25,7 +25,7 @@ root: distribute, compute, gather.  `Machine` holds the parameters;
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np

@@ -1,17 +1,10 @@
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-# The launcher that belongs to the running interpreter (the mpich wheel's),
-# never a bare mpirun from PATH.
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
+from launch import MPIEXEC
 
 
-@pytest.fixture
-def mpiexec():
+def pytest_sessionstart(session):
+    # Tests start the launcher that belongs to the running interpreter (the
+    # mpich wheel's), never a bare mpirun from PATH: it must be there.
     if not MPIEXEC.exists():
-        pytest.fail(f"{MPIEXEC} not found: install mpimat (it depends on the mpich wheel)")
-    return MPIEXEC
+        raise pytest.UsageError(f"{MPIEXEC} not found: install mpimat (it depends on the mpich wheel)")

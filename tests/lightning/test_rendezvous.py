@@ -8,13 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPO, Node, free_port, tagged_processes, wait_no_leftovers
+from conftest import PYTHON, Node, free_port, tagged_processes, wait_no_leftovers
 
 
 def start_nodes(num_nodes, job_args, env, cwd, head_opts=(), member_opts=(), ranks=None):
@@ -45,7 +44,7 @@ def test_nodes_multiply(num_nodes, matrices, env, tag, tmp_path):
     report = json.loads((tmp_path / "run.json").read_text())
     assert report["ranks"] == 2 * num_nodes
     assert report["exit_code"] == 0
-    assert f"-hosts mpimat-node0:2,mpimat-node1:2" in nodes[0].err
+    assert "-hosts mpimat-node0:2,mpimat-node1:2" in nodes[0].err
     for n in nodes[1:]:
         assert f"node {n.rank}: joined node 0" in n.err
     assert wait_no_leftovers(tag) == []

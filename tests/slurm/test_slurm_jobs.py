@@ -9,7 +9,6 @@ import csv
 import json
 import re
 import struct
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
