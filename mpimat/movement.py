@@ -3,26 +3,30 @@
 Ranks sit on a pr x pc grid with the root at (0, 0).  Grid rank (r, c) needs
 row block r of A and column block c of B.
 
-Distribution (two stages, the root never blocks):
-1. the root sends, straight out of A and B (a subarray datatype describes a
-   block, so nothing is packed): row block r of A to the row leader (r, 0)
-   and column block c of B to the column leader (0, c); and, since it does
-   not join any broadcast, their blocks to the ranks of its own grid row
-   (A_0) and grid column (B_0);
+Distribution, in two stages:
+1. the root sends, straight out of A and B, row block r of A to the row
+   leader (r, 0) and column block c of B to the column leader (0, c); and,
+   since it joins no broadcast, their blocks to the ranks of its own grid
+   row (A_0) and grid column (B_0).  A strided block is described by a
+   subarray datatype (no copy), or packed into one buffer when its runs are
+   tiny (see short_runs);
 2. each other leader broadcasts its block along its grid row (A_r) or grid
-   column (B_c) with a nonblocking Ibcast (MPICH's large-message broadcast is
-   scatter + allgather, so a leader's link carries about one copy).
+   column (B_c) with Ibcast (MPICH's large-message broadcast is scatter +
+   allgather, so a leader's link carries about one copy).
 The root's link thus carries about size(A) + size(B) for a square grid
 (at most twice that), whatever the number of ranks.
 
-Gather: each rank computes its tile in row panels and sends every panel as
-soon as it is done; the root has posted one receive per panel, described by
-a subarray of C, so panels land in place in C (no gather buffer) while the
+One of the two blocks travels in panels (PanelPlan): a rank computes panel
+i as soon as it holds the other block and panel i, and sends each result
+panel at once; the root has posted one receive per panel, described by a
+subarray of C, so panels land in place in C (no gather buffer) while the
 root computes its own panels, calling `progress()` between them.
 
-Why nonblocking everywhere: with MPICH on one node, large messages are
-pulled by the receiver (single copy), so a root that keeps computing does
-not stall the others, but a receive only advances inside an MPI call.
+Why it is built this way: with MPICH on one node a contiguous message is
+pulled by its receiver (single copy) while the sender computes, but a
+strided one is packed by the sender and only moves while the sender is
+inside MPI; so the root pushes its strided blocks before computing, streams
+only contiguous panels, and receivers advance their receives themselves.
 
 Only buffer-based (capitalised) mpi4py calls move array data; mpi4py picks
 the MPI-4 large-count routines when a message exceeds 2^31 elements.
