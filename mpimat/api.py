@@ -48,10 +48,6 @@ class Job:
     blas_threads: Optional[int]
     options: Dict[str, object]
 
-    @property
-    def flops(self) -> int:
-        return 2 * self.m * self.n * self.k
-
 
 # Strategy name -> run(A, B, job, stats) returning C on the root.
 STRATEGIES: Dict[str, Callable] = {}
