@@ -10,14 +10,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_mpimat(args, n=2, timeout=120, env=None, cwd=None, module="mpimat"):
-    """`mpiexec -n N python -m mpimat ARGS`; returns the CompletedProcess.
+    """`mpiexec -n N python -m mpimat ARGS` (n=None: a plain singleton run).
 
-    MPIEXEC_TIMEOUT makes the launcher itself end a hung job; the subprocess
-    timeout is the backstop.
+    Returns the CompletedProcess.  MPIEXEC_TIMEOUT makes the launcher itself
+    end a hung job; the subprocess timeout is the backstop.
     """
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("MPIEXEC_TIMEOUT", str(int(timeout)))
-    cmd = [str(MPIEXEC), "-n", str(n), sys.executable, "-m", module, *map(str, args)]
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    if n is not None:
+        cmd = [str(MPIEXEC), "-n", str(n), *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
                           env=full_env, cwd=cwd or ROOT)

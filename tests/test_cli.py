@@ -2,14 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from launch import MPIEXEC, ROOT, run_mpimat
+from launch import MPIEXEC, run_mpimat
 
 
 def one_error_line(proc):
@@ -196,9 +194,8 @@ def test_crash_on_one_rank_aborts_the_job_instead_of_hanging(tmp_path):
 def test_foreign_launcher_is_detected():
     # What Open MPI's mpirun exports to each process it starts; a process
     # that sees it but an MPI world of 1 is one of N singletons.
-    env = dict(os.environ, OMPI_COMM_WORLD_SIZE="4", OMPI_COMM_WORLD_RANK="0")
-    proc = subprocess.run([sys.executable, "-m", "mpimat", "--size", "8"], capture_output=True, text=True,
-                          timeout=60, env=env, cwd=ROOT)
+    proc = run_mpimat(["--size", 8], n=None, timeout=60,
+                      env={"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "0"})
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert "started 4 processes but MPI sees a world of 1" in line
@@ -206,8 +203,7 @@ def test_foreign_launcher_is_detected():
 
 
 def test_singleton_without_launcher_runs():
-    proc = subprocess.run([sys.executable, "-m", "mpimat", "--size", "16", "--quiet"], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT)
+    proc = run_mpimat(["--size", 16, "--quiet"], n=None, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 

@@ -1,24 +1,17 @@
 """`python -m mpimat plan|calibrate` and `--strategy dot|auto`, as users run them (real mpiexec)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
+from launch import run_mpimat
+
 TIMEOUT = 120
 
 
 def run(args, ranks=None, env=None, timeout=TIMEOUT):
-    cmd = [sys.executable, "-m", "mpimat", *args]
-    if ranks:
-        cmd = [str(MPIEXEC), "-n", str(ranks), *cmd]
-    full_env = dict(os.environ, MPIEXEC_TIMEOUT=str(timeout), **(env or {}))
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30, env=full_env)
+    return run_mpimat(args, n=ranks, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
