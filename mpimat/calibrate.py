@@ -36,6 +36,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .api import agree
+from .cli import parse_or_help
 from .errors import EXIT_OK, InputError
 from .model import Machine
 
@@ -256,11 +257,9 @@ def summary(machine: dict, path: Path) -> str:
 
 def main(argv: List[str], comm: MPI.Comm) -> int:
     """The subcommand; bad input raises InputError, which cli.main reports (exit 2)."""
-    if any(a in ("-h", "--help") for a in argv):
-        if comm.rank == 0:
-            parser().print_help()
+    args = parse_or_help(parser(), argv, comm)
+    if args is None:
         return EXIT_OK
-    args = parser().parse_args(argv)
     if comm.size < 2:
         raise InputError("calibrate measures latency and bandwidth between two ranks: "
                          f"run it as `{Path(sys.executable).with_name('mpiexec')} -n 2 "

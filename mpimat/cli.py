@@ -120,8 +120,21 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def parse_args(argv: List[str]):
-    args = build_parser().parse_args(argv)
+def parse_or_help(parser: argparse.ArgumentParser, argv: List[str], comm: MPI.Comm):
+    """Parse argv (the same on every rank); for -h/--help print once, on rank 0, and return None.
+
+    argparse would print the help on every rank; the job and its subcommands
+    all come through here.
+    """
+    if any(a in ("-h", "--help") for a in argv):
+        if comm.rank == 0:
+            parser.print_help()
+        return None
+    return parser.parse_args(argv)
+
+
+def check_args(args):
+    """The job's checks across options, after argparse's own."""
     if (args.a is None) != (args.b is None):
         raise InputError("--a and --b go together")
     if args.a is not None and (args.shape or args.size is not None):
@@ -325,13 +338,12 @@ def main(argv: Optional[List[str]] = None, comm: Optional[MPI.Comm] = None) -> i
             import importlib
 
             return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:], comm)
-        if any(a in ("-h", "--help") for a in argv):
-            if comm.rank == 0:
-                build_parser().print_help()
-            return EXIT_OK
         # Every rank parses the same argv, so every rank reaches the same
         # verdict without communicating.
-        args = parse_args(argv)
+        args = parse_or_help(build_parser(), argv, comm)
+        if args is None:
+            return EXIT_OK
+        args = check_args(args)
         if not tracemalloc.is_tracing():
             # numpy reports its array buffers to tracemalloc: the report's
             # peak_traced_bytes is each rank's peak array memory.

@@ -207,11 +207,11 @@ def render(plan: dict) -> str:
 
 def main(argv: List[str], comm: MPI.Comm) -> int:
     """The subcommand; bad input raises InputError, which cli.main reports (exit 2)."""
-    if any(a in ("-h", "--help") for a in argv):
-        if comm.rank == 0:
-            parser().print_help()
+    from .cli import parse_or_help  # here, not at the top: cli -> api -> plan
+
+    args = parse_or_help(parser(), argv, comm)
+    if args is None:
         return EXIT_OK
-    args = parser().parse_args(argv)
     if args.shape and args.size is not None:
         raise InputError("--shape and --size are exclusive")
     if not args.shape and args.size is None:
