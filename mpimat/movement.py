@@ -22,6 +22,12 @@ panel at once; the root has posted one receive per panel, described by a
 subarray of C, so panels land in place in C (no gather buffer) while the
 root computes its own panels, calling `progress()` between them.
 
+The last panel of a non-root tile is cut into pieces, the tail, which the
+root may take over (takeover.py); the root receives tail pieces only once
+their owner has said it computes them.  A non-root rank computes each
+result panel into the memory of an input part it has finished with, when
+that fits.
+
 Why it is built this way: with MPICH on one node a contiguous message is
 pulled by its receiver (single copy) while the sender computes, but a
 strided one is packed by the sender and only moves while the sender is
@@ -34,17 +40,22 @@ the MPI-4 large-count routines when a message exceeds 2^31 elements.
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional, Tuple
 
 import numpy as np
 from mpi4py import MPI
 
+from .buffers import fresh
 from .partition import Grid, Layout, Tile, blocks
 from .stats import Stats
+from .takeover import Ask, Offer
 
 TAG_A, TAG_B, TAG_C = 101, 102, 103
 PANEL_FLOPS = 1 << 32  # about 4 GFLOP a panel: ~0.1 s of one core
 MAX_PANELS = 4  # each BLAS call repacks its B block: 16 panels cost ~4% at n=4096, 8 ~2%
+TAIL_PIECES = 6  # the last panel of a tile in halves, quarters, ...: at most this many pieces
+TAIL_MIN_FLOPS = 1 << 29  # ... each worth at least ~0.01 s of one core
 
 
 class GridComm:
@@ -131,18 +142,6 @@ def short_runs(array: np.ndarray, row0: int, row1: int, col0: int, col1: int) ->
     return run * array.itemsize < SHORT_RUN_BYTES
 
 
-def touched(shape, dtype, order="C") -> np.ndarray:
-    """A new array whose pages are already mapped.
-
-    A receive into never-touched memory runs at a fraction of the copy
-    speed (the kernel faults pages in one by one inside the copy); touching
-    them first, here, is several times cheaper.
-    """
-    out = np.empty(shape, dtype=dtype, order=order)
-    out.reshape(-1, order="A").view(np.uint8)[::4096] = 0
-    return out
-
-
 class PanelPlan:
     """How a tiles product is cut into panels, the same on every rank.
 
@@ -159,7 +158,8 @@ class PanelPlan:
     """
 
     def __init__(self, layout: Layout, itemsize_a: int, itemsize_b: int, order_a: str = "C",
-                 order_b: str = "C", panel_flops: int = PANEL_FLOPS):
+                 order_b: str = "C", panel_flops: int = PANEL_FLOPS, shared: bool = False,
+                 tail_flops: int = TAIL_MIN_FLOPS):
         grid, k = layout.grid, layout.k
         rows, cols = -(-layout.m // grid.rows), -(-layout.n // grid.cols)
         rows_contiguous = order_a == "C"   # A[r0:r1, :] of a C-order A
@@ -170,9 +170,11 @@ class PanelPlan:
         else:
             self.axis = "rows" if rows_contiguous or not cols_contiguous else "cols"
         self.count = max(1, min(MAX_PANELS, (2 * rows * cols * max(k, 1)) // max(1, panel_flops)))
+        self.shared, self.tail_flops = shared, tail_flops
         self.layout = layout
 
     def parts(self, extent: int) -> List[Tuple[int, int]]:
+        """`extent` lines of the streamed block in `count` even panels (one message each)."""
         return blocks(extent, max(1, min(self.count, extent)))
 
     def a_parts(self, r: int) -> List[Tuple[int, int]]:
@@ -185,36 +187,75 @@ class PanelPlan:
         col0, col1 = self.layout.col_block(c)
         return self.parts(col1 - col0) if self.axis == "cols" else [(0, col1 - col0)]
 
-    def tile_panels(self, tile: Tile) -> List[Tuple[int, int, int, int]]:
-        """The result panels of a tile, as [row0, row1) x [col0, col1) of C."""
+    def tile_panels(self, tile: Tile, whole_tail: bool = False) -> List[Tuple[int, int, int, int]]:
+        """The result panels of a tile, as [row0, row1) x [col0, col1) of C.
+
+        One panel per streamed part, except that (when `shared`) the last
+        one is cut across, into halves, quarters, ... (the tail): the
+        pieces a late rank may hand over to the root (takeover.py).  Cut
+        across, each piece repacks only the small streamed part in BLAS,
+        and together they pack the large block once, as one call would.
+        whole_tail: no cut (the root's own tile: it sends no messages and
+        is asked for nothing, so fewer, larger BLAS calls are better).
+        """
         if tile.empty:
             return []
         if self.axis == "rows":
-            return [(tile.row0 + p0, tile.row0 + p1, tile.col0, tile.col1) for p0, p1 in self.a_parts(tile.r)]
-        return [(tile.row0, tile.row1, tile.col0 + q0, tile.col0 + q1) for q0, q1 in self.b_parts(tile.c)]
+            panels = [(tile.row0 + p0, tile.row0 + p1, tile.col0, tile.col1) for p0, p1 in self.a_parts(tile.r)]
+        else:
+            panels = [(tile.row0, tile.row1, tile.col0 + q0, tile.col0 + q1) for q0, q1 in self.b_parts(tile.c)]
+        if not self.shared or whole_tail:
+            return panels
+        r0, r1, c0, c1 = panels.pop()
+        if self.axis == "rows":
+            panels += [(r0, r1, c0 + q0, c0 + q1) for q0, q1 in self.tail(c1 - c0, 2 * self.layout.k * (r1 - r0))]
+        else:
+            panels += [(r0 + p0, r0 + p1, c0, c1) for p0, p1 in self.tail(r1 - r0, 2 * self.layout.k * (c1 - c0))]
+        return panels
+
+    def tail(self, extent: int, line_flops: int) -> List[Tuple[int, int]]:
+        """[0, extent) in halves, quarters, ..., each piece worth tail_flops or more."""
+        pieces, p0 = [], 0
+        for _ in range(TAIL_PIECES - 1):
+            half = (extent - p0 + 1) // 2
+            if (extent - p0 - half) * line_flops < self.tail_flops:
+                break
+            pieces.append((p0, p0 + half))
+            p0 += half
+        return pieces + [(p0, extent)]
+
+    def tail_start(self, tile: Tile) -> int:
+        """Index in tile_panels(tile) of the first panel the root may take over."""
+        regular = len(self.tile_panels(tile, whole_tail=True))
+        return regular - 1 if self.shared else regular
 
 
 class Exchange:
     """All the messages of one tiles product, for one rank.
 
     Constructed on every rank: the root posts its sends and the receives of
-    every result panel; leaders receive their blocks and start their
-    broadcasts; the others post their receives.  Then `panel(i)` waits for
-    what panel i needs and returns its (a, b, C-region), `send_panel` ships
-    a finished panel, `progress()` lets MPI advance between panels, and
-    `finish()` waits for everything.
+    the result panels outside the tails; leaders receive their blocks and
+    start their broadcasts; the others post their receives.  Then, on the
+    other ranks, `keep(i)` says whether panel i is still theirs, `panel(i)`
+    waits for what it needs and returns its (a, b), `result_buffer(i)`
+    gives memory for its result and `send_panel` ships it; on the root,
+    `take_over()` yields the tail pieces it computes for late ranks.
+    `progress()` lets MPI advance between panels, and `finish()` waits for
+    everything.
     """
 
     def __init__(self, gc: GridComm, layout: Layout, A: Optional[np.ndarray], B: Optional[np.ndarray],
                  C: Optional[np.ndarray], dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats,
-                 panel_flops: int = PANEL_FLOPS):
+                 panel_flops: int = PANEL_FLOPS, tail_flops: int = TAIL_MIN_FLOPS):
         self.gc, self.layout, self.stats = gc, layout, stats
         self.plan = PanelPlan(layout, np.dtype(dtype_a).itemsize, np.dtype(dtype_b).itemsize,
-                              order_a, order_b, panel_flops)
+                              order_a, order_b, panel_flops, shared=gc.comm.size > 1, tail_flops=tail_flops)
         self.specs = BlockSpecs()
         self.pending: List[MPI.Request] = []   # sends and gather receives, waited at the end
         self.tile = layout.tile(gc.gridrank)
-        self.panels = self.plan.tile_panels(self.tile)
+        self.panels = self.plan.tile_panels(self.tile, whole_tail=gc.is_root)
+        self.offer: Optional[Offer] = None     # a non-root rank's side of takeover.py
+        self.idle = 0.0                        # seconds the root waited for answers
         k = layout.k
         row0, row1 = layout.row_block(gc.r)
         col0, col1 = layout.col_block(gc.c)
@@ -223,14 +264,18 @@ class Exchange:
         self.a_wait: List[List[MPI.Request]] = [[] for _ in a_parts]
         self.b_wait: List[List[MPI.Request]] = [[] for _ in b_parts]
         if gc.is_root:
-            self.a = [A[row0 + p0:row0 + p1, :] for p0, p1 in a_parts]
-            self.b = [B[:, col0 + q0:col0 + q1] for q0, q1 in b_parts]
+            self.C = C
             self.post_root_sends(A, B)
-            self.post_gather(C)
+            self.post_gather()
         else:
-            self.a = [touched((p1 - p0, k), dtype_a, order_a) for p0, p1 in a_parts]
-            self.b = [touched((k, q1 - q0), dtype_b, order_b) for q0, q1 in b_parts]
+            self.a_parts, self.b_parts = a_parts, b_parts
+            self.a = [fresh((p1 - p0, k), dtype_a, order_a) for p0, p1 in a_parts]
+            self.b = [fresh((k, q1 - q0), dtype_b, order_b) for q0, q1 in b_parts]
+            # Spent streamed parts, reused for results (result_buffer).
+            self.spent, self.spare, self.spare_used = 0, None, 0
             self.post_receives()
+            if self.panels:
+                self.offer = Offer(gc.comm, gc.root, self.panels, self.plan.tail_start(self.tile))
 
     # -- root ---------------------------------------------------------------
     def post_root_sends(self, A: np.ndarray, B: np.ndarray) -> None:
@@ -288,13 +333,42 @@ class Exchange:
         # or the receivers would get one chunk per root panel.
         MPI.Request.Waitall(pushed)
 
-    def post_gather(self, C: np.ndarray) -> None:
-        gc = self.gc
+    def post_gather(self) -> None:
+        """Receive every panel of C the other ranks will surely compute.
+
+        Panels of their tails may be taken over by the root (take_over);
+        their receives are posted once the owner has said it keeps them.
+        """
         for tile in self.layout.tiles()[1:]:
-            for r0, r1, c0, c1 in self.plan.tile_panels(tile):
-                self.pending.append(gc.comm.Irecv(self.specs(C, r0, r1, c0, c1),
-                                                  source=gc.world(tile.rank), tag=TAG_C))
-                self.stats.received((r1 - r0) * (c1 - c0) * C.itemsize)
+            panels = self.plan.tile_panels(tile)
+            self.receive_panels(tile.rank, panels[:self.plan.tail_start(tile)])
+
+    def receive_panels(self, gridrank: int, panels) -> None:
+        C = self.C
+        for r0, r1, c0, c1 in panels:
+            self.pending.append(self.gc.comm.Irecv(self.specs(C, r0, r1, c0, c1),
+                                                   source=self.gc.world(gridrank), tag=TAG_C))
+            self.stats.received((r1 - r0) * (c1 - c0) * C.itemsize)
+
+    def take_over(self):
+        """The root, after its own tile: yield the panels it computes for late ranks."""
+        late = [t for t in self.layout.tiles()[1:] if not t.empty]
+        ask = Ask(self.gc.comm, [self.gc.world(t.rank) for t in late])
+        answers = iter(ask)
+        taken = 0
+        while True:
+            started = time.perf_counter()
+            i, keep = next(answers, (None, None))
+            self.idle += time.perf_counter() - started
+            if i is None:
+                break
+            panels, tail = self.plan.tile_panels(late[i]), self.plan.tail_start(late[i])
+            if not tail <= keep <= len(panels):
+                raise RuntimeError(f"rank {ask.ranks[i]} kept {keep} of {len(panels)} panels")
+            self.receive_panels(late[i].rank, panels[tail:keep])
+            taken += len(panels) - keep
+            yield from panels[keep:]
+        self.stats.extra["panels_taken_over"] = taken
 
     # -- everyone else --------------------------------------------------------
     def post_receives(self) -> None:
@@ -331,16 +405,44 @@ class Exchange:
 
     # -- during and after compute ---------------------------------------------
     def panel(self, i: int):
-        """(a, b) for result panel i, once they have arrived."""
-        if self.plan.axis == "rows":
-            a_i, b_i = i, 0
-        else:
-            a_i, b_i = 0, i
+        """(a, b) for result panel i, once they have arrived (not on the root: it has A and B)."""
+        r0, r1, c0, c1 = self.panels[i]
+        rows = self.plan.axis == "rows"
+        part = min(i, len(self.a if rows else self.b) - 1)  # tail pieces share the last part
+        a_i, b_i = (part, 0) if rows else (0, part)
         for wait in (self.a_wait[a_i], self.b_wait[b_i]):
             if wait:
                 MPI.Request.Waitall(wait)
                 wait.clear()
-        return self.a[a_i], self.b[b_i]
+        a_row0 = self.tile.row0 + self.a_parts[a_i][0]
+        b_col0 = self.tile.col0 + self.b_parts[b_i][0]
+        return self.a[a_i][r0 - a_row0:r1 - a_row0], self.b[b_i][:, c0 - b_col0:c1 - b_col0]
+
+    def keep(self, i: int) -> bool:
+        """Called before panel i: False once the root computes panel i and the rest."""
+        return self.offer is None or self.offer.keep(i)
+
+    def result_buffer(self, i: int, dtype) -> np.ndarray:
+        """Where a non-root rank computes result panel i.
+
+        The streamed parts before panel i's are spent by now; the newest
+        one's memory takes the results while they fit (for a square product
+        they all do), which saves faulting in fresh pages and a tile's
+        worth of memory.
+        """
+        r0, r1, c0, c1 = self.panels[i]
+        shape, dtype = (r1 - r0, c1 - c0), np.dtype(dtype)
+        nbytes = shape[0] * shape[1] * dtype.itemsize
+        streamed = self.a if self.plan.axis == "rows" else self.b
+        spent = min(i, len(streamed) - 1)
+        if spent > self.spent:
+            self.spent, self.spare_used = spent, 0
+            self.spare = streamed[spent - 1].reshape(-1, order="A").view(np.uint8)
+        start = -(-self.spare_used // 64) * 64
+        if self.spare is not None and start + nbytes <= self.spare.nbytes:
+            self.spare_used = start + nbytes
+            return self.spare[start:start + nbytes].view(dtype).reshape(shape)
+        return fresh(shape, dtype)
 
     def send_panel(self, panel: np.ndarray) -> None:
         self.pending.append(self.gc.comm.Isend(as_bytes(panel), dest=self.gc.root, tag=TAG_C))
@@ -352,6 +454,8 @@ class Exchange:
 
     def finish(self) -> None:
         try:
+            if self.offer is not None:  # before waiting: the root waits for the answer
+                self.offer.close()
             for wait in self.a_wait + self.b_wait:  # parts of an idle rank's empty tile
                 MPI.Request.Waitall(wait)
             MPI.Request.Waitall(self.pending)

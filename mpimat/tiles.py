@@ -4,17 +4,21 @@ The tile is computed in panels (one BLAS call each) as the larger input
 block streams in (see movement.PanelPlan); each finished panel is shipped
 to the root at once, and between panels MPI gets a chance to move data, so
 distribution, compute and gather overlap instead of following each other.
+The root, which needs no messages and so finishes its own tile first,
+then computes the ends of the other ranks' tiles (takeover.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Optional
 
 import numpy as np
 
 from .compute import blas_threads, local_product
-from .movement import PANEL_FLOPS, Exchange, GridComm, touched
+from .buffers import fresh
+from .movement import PANEL_FLOPS, TAIL_MIN_FLOPS, Exchange, GridComm
 from .partition import Layout
 from .stats import Stats
 
@@ -30,23 +34,31 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
     try:
         with stats.phase("distribute"):
             # The root's C receives other ranks' panels: map its pages first.
-            C = touched((job.m, job.n), job.dtype_c) if gc.is_root else None
+            C = fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
             ex = Exchange(gc, layout, A, B, C, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats,
-                          panel_flops=int(job.options.get("panel_flops", PANEL_FLOPS)))
-        waited = 0.0
+                          panel_flops=int(job.options.get("panel_flops", PANEL_FLOPS)),
+                          tail_flops=int(job.options.get("tail_flops", TAIL_MIN_FLOPS)))
         with stats.phase("compute"), blas_threads(job.blas_threads):
-            for i, (r0, r1, c0, c1) in enumerate(ex.panels):
-                started = time.perf_counter()
-                a, b = ex.panel(i)
-                waited += time.perf_counter() - started
-                if gc.is_root:
-                    # The root writes its panels straight into C.
-                    local_product(a, b, out=C[r0:r1, c0:c1])
-                else:
-                    ex.send_panel(local_product(a, b))
-                ex.progress()
-        # Waiting for a panel's inputs is distribution, not compute.
-        stats.reassign(waited, "compute", "distribute")
+            if gc.is_root:
+                # Its own panels, then the ends of late ranks' tiles
+                # (takeover.py), straight from A and B into C.
+                for r0, r1, c0, c1 in itertools.chain(ex.panels, ex.take_over()):
+                    local_product(A[r0:r1, :], B[:, c0:c1], out=C[r0:r1, c0:c1])
+                    ex.progress()
+                # Waiting for the late ranks' answers is gathering, not compute.
+                stats.reassign(ex.idle, "compute", "gather")
+            else:
+                waited = 0.0
+                for i in range(len(ex.panels)):
+                    if not ex.keep(i):  # the root computes the rest of this tile
+                        break
+                    started = time.perf_counter()
+                    a, b = ex.panel(i)
+                    waited += time.perf_counter() - started
+                    ex.send_panel(local_product(a, b, out=ex.result_buffer(i, job.dtype_c)))
+                    ex.progress()
+                # Waiting for a panel's inputs is distribution, not compute.
+                stats.reassign(waited, "compute", "distribute")
         with stats.phase("gather"):
             ex.finish()
         return C

@@ -3,6 +3,8 @@
 Run as: mpiexec -n K python -m pytest --with-mpi tests/mpi   (K = 1..4)
 """
 
+import time
+
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -186,10 +188,36 @@ def test_many_panels_every_grid(shape, order):
     A, B = random_pair(*shape, "float64", seed=12)
     A, B = np.asarray(A, order=order), np.asarray(B, order=order)
     for rows, cols in factor_pairs(comm.size):
-        run(A, B, grid=f"{rows}x{cols}", panel_flops=500)
+        run(A, B, grid=f"{rows}x{cols}", panel_flops=500, tail_flops=100)
 
 
 def test_many_panels_mixed_dtypes_and_root():
     A, _ = random_pair(45, 20, 1, "int16", seed=13)
     _, B = random_pair(1, 20, 38, "float32", seed=14)
     run(A, B, root=comm.size - 1, panel_flops=200)
+
+
+# Taking over: slow the other ranks down so the root, done first, computes
+# the ends of their tiles (takeover.py).  Tiny tail pieces make tails even
+# on small matrices.
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("order", ["C", "F"])  # C: A streams in row panels; F: B in column panels
+def test_root_takes_over_the_ends_of_late_tiles(order, monkeypatch):
+    from mpimat import tiles
+    from mpimat.stats import Stats
+
+    if comm.rank != 0:
+        real = tiles.local_product
+
+        def slow(a, b, out=None):
+            time.sleep(0.05)
+            return real(a, b, out=out)
+
+        monkeypatch.setattr(tiles, "local_product", slow)
+    A, B = random_pair(70, 40, 66, "float64", seed=15)
+    A, B = np.asarray(A, order=order), np.asarray(B, order=order)
+    for rows, cols in factor_pairs(comm.size):
+        stats = Stats()
+        run(A, B, grid=f"{rows}x{cols}", panel_flops=2000, tail_flops=200, stats=stats)
+        if comm.rank == 0:
+            assert stats.extra["panels_taken_over"] > 0

@@ -1,0 +1,69 @@
+"""New arrays for data that is about to arrive: receive buffers, result panels, C.
+
+Two things make a fresh buffer cheap to fill (measured on 2-core VMs, see
+scripts/bench.py):
+- Its pages are mapped before the data arrives.  A receive into never-
+  touched memory runs at a fraction of copy speed (the kernel faults pages
+  in one at a time inside the copy); touching one byte per page first is
+  several times cheaper.
+- Receive buffers and result panels use ordinary 4 KiB pages.  numpy asks
+  for transparent huge pages on every large array; on virtual machines
+  whose free memory is handed back to the host, a fresh huge page costs
+  about twice as much to fault in as the same bytes in small pages, which
+  are mostly recycled from memory the guest still holds (n=4096 on 2
+  ranks: about 0.1 s of 1.8 s).  BLAS packs its inputs, so small pages do
+  not slow it down.  C itself keeps numpy's huge pages (small=False): it is
+  the caller's array, BLAS writes it in place (huge pages spare the TLB),
+  and a caller multiplying in a loop gets recycled, already-mapped pages.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import sys
+
+import numpy as np
+
+PAGE = mmap.PAGESIZE
+_NOHUGEPAGE = getattr(mmap, "MADV_NOHUGEPAGE", None)  # Linux only
+
+
+def _load_madvise():
+    if _NOHUGEPAGE is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return madvise
+
+
+_madvise = _load_madvise()
+
+
+def small_pages(flat: np.ndarray) -> None:
+    """Ask for 4 KiB pages for the whole pages inside `flat` (best effort).
+
+    Must run before the pages are first touched: it decides how they are
+    faulted in, it does not split huge pages that already exist.
+    """
+    if _madvise is None or flat.nbytes < 2 * PAGE:
+        return
+    address = flat.ctypes.data
+    start = -(-address // PAGE) * PAGE
+    end = (address + flat.nbytes) // PAGE * PAGE
+    if end > start:
+        _madvise(start, end - start, _NOHUGEPAGE)  # a refusal only costs speed
+
+
+def fresh(shape, dtype, order: str = "C", small: bool = True) -> np.ndarray:
+    """An uninitialised array, every page already mapped, in small pages if `small`."""
+    out = np.empty(shape, dtype=dtype, order=order)
+    flat = out.reshape(-1, order="A").view(np.uint8)
+    if small:
+        small_pages(flat)
+    flat[::PAGE] = 0
+    return out
