@@ -4,8 +4,9 @@ Two things make a fresh buffer cheap to fill (measured on 2-core VMs, see
 scripts/bench.py):
 - Its pages are mapped before the data arrives.  A receive into never-
   touched memory runs at a fraction of copy speed (the kernel faults pages
-  in one at a time inside the copy); touching one byte per page first is
-  several times cheaper.
+  in one at a time inside the copy); mapping them first is several times
+  cheaper (MADV_POPULATE_WRITE where the kernel has it, else touching one
+  byte per page).
 - Receive buffers and result panels use ordinary 4 KiB pages.  numpy asks
   for transparent huge pages on every large array; on virtual machines
   whose free memory is handed back to the host, a fresh huge page costs
@@ -27,6 +28,7 @@ import numpy as np
 
 PAGE = mmap.PAGESIZE
 _NOHUGEPAGE = getattr(mmap, "MADV_NOHUGEPAGE", None)  # Linux only
+_POPULATE_WRITE = 23  # Linux >= 5.14: map every page in one call, ~25% faster than touching them
 
 
 def _load_madvise():
@@ -44,26 +46,28 @@ def _load_madvise():
 _madvise = _load_madvise()
 
 
-def small_pages(flat: np.ndarray) -> None:
-    """Ask for 4 KiB pages for the whole pages inside `flat` (best effort).
-
-    Must run before the pages are first touched: it decides how they are
-    faulted in, it does not split huge pages that already exist.
-    """
+def advise(flat: np.ndarray, advice: int) -> bool:
+    """madvise the whole pages inside `flat`; False if refused or unavailable."""
     if _madvise is None or flat.nbytes < 2 * PAGE:
-        return
+        return False
     address = flat.ctypes.data
     start = -(-address // PAGE) * PAGE
     end = (address + flat.nbytes) // PAGE * PAGE
-    if end > start:
-        _madvise(start, end - start, _NOHUGEPAGE)  # a refusal only costs speed
+    return end > start and _madvise(start, end - start, advice) == 0
 
 
 def fresh(shape, dtype, order: str = "C", small: bool = True) -> np.ndarray:
-    """An uninitialised array, every page already mapped, in small pages if `small`."""
+    """An uninitialised array, every page already mapped, in small pages if `small`.
+
+    Small pages must be asked for before the pages are first touched: the
+    advice decides how they are faulted in, it does not split huge pages.
+    """
     out = np.empty(shape, dtype=dtype, order=order)
     flat = out.reshape(-1, order="A").view(np.uint8)
     if small:
-        small_pages(flat)
-    flat[::PAGE] = 0
+        advise(flat, _NOHUGEPAGE)  # a refusal only costs speed
+    if advise(flat, _POPULATE_WRITE):
+        flat[:1] = flat[-1:] = 0  # the partial pages at either end
+    else:
+        flat[::PAGE] = 0
     return out
