@@ -159,7 +159,7 @@ class PanelPlan:
 
     def __init__(self, layout: Layout, itemsize_a: int, itemsize_b: int, order_a: str = "C",
                  order_b: str = "C", panel_flops: int = PANEL_FLOPS, shared: bool = False,
-                 tail_flops: int = TAIL_MIN_FLOPS):
+                 tail_flops: int = TAIL_MIN_FLOPS, itemsize_c: int = 8):
         grid, k = layout.grid, layout.k
         rows, cols = -(-layout.m // grid.rows), -(-layout.n // grid.cols)
         rows_contiguous = order_a == "C"   # A[r0:r1, :] of a C-order A
@@ -171,6 +171,9 @@ class PanelPlan:
             self.axis = "rows" if rows_contiguous or not cols_contiguous else "cols"
         self.count = max(1, min(MAX_PANELS, (2 * rows * cols * max(k, 1)) // max(1, panel_flops)))
         self.shared, self.tail_flops = shared, tail_flops
+        # Column pieces land in C as runs of their width: keep those runs long
+        # enough for MPI to copy them as blocks (see short_runs).
+        self.tail_min_cols = -(-SHORT_RUN_BYTES // itemsize_c)
         self.layout = layout
 
     def parts(self, extent: int) -> List[Tuple[int, int]]:
@@ -208,17 +211,21 @@ class PanelPlan:
             return panels
         r0, r1, c0, c1 = panels.pop()
         if self.axis == "rows":
-            panels += [(r0, r1, c0 + q0, c0 + q1) for q0, q1 in self.tail(c1 - c0, 2 * self.layout.k * (r1 - r0))]
+            cut = self.tail(c1 - c0, 2 * self.layout.k * (r1 - r0), self.tail_min_cols)
+            panels += [(r0, r1, c0 + q0, c0 + q1) for q0, q1 in cut]
         else:
-            panels += [(r0 + p0, r0 + p1, c0, c1) for p0, p1 in self.tail(r1 - r0, 2 * self.layout.k * (c1 - c0))]
+            cut = self.tail(r1 - r0, 2 * self.layout.k * (c1 - c0), 1)
+            panels += [(r0 + p0, r0 + p1, c0, c1) for p0, p1 in cut]
         return panels
 
-    def tail(self, extent: int, line_flops: int) -> List[Tuple[int, int]]:
-        """[0, extent) in halves, quarters, ..., each piece worth tail_flops or more."""
+    def tail(self, extent: int, line_flops: int, min_lines: int) -> List[Tuple[int, int]]:
+        """[0, extent) in halves, quarters, ..., each piece worth tail_flops or more
+        and at least min_lines long."""
         pieces, p0 = [], 0
         for _ in range(TAIL_PIECES - 1):
             half = (extent - p0 + 1) // 2
-            if (extent - p0 - half) * line_flops < self.tail_flops:
+            rest = extent - p0 - half
+            if rest < min_lines or rest * line_flops < self.tail_flops:
                 break
             pieces.append((p0, p0 + half))
             p0 += half
@@ -245,11 +252,12 @@ class Exchange:
     """
 
     def __init__(self, gc: GridComm, layout: Layout, A: Optional[np.ndarray], B: Optional[np.ndarray],
-                 C: Optional[np.ndarray], dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats,
-                 panel_flops: int = PANEL_FLOPS, tail_flops: int = TAIL_MIN_FLOPS):
+                 C: Optional[np.ndarray], dtype_a, dtype_b, dtype_c, order_a: str, order_b: str,
+                 stats: Stats, panel_flops: int = PANEL_FLOPS, tail_flops: int = TAIL_MIN_FLOPS):
         self.gc, self.layout, self.stats = gc, layout, stats
         self.plan = PanelPlan(layout, np.dtype(dtype_a).itemsize, np.dtype(dtype_b).itemsize,
-                              order_a, order_b, panel_flops, shared=gc.comm.size > 1, tail_flops=tail_flops)
+                              order_a, order_b, panel_flops, shared=gc.comm.size > 1, tail_flops=tail_flops,
+                              itemsize_c=np.dtype(dtype_c).itemsize)
         self.specs = BlockSpecs()
         self.pending: List[MPI.Request] = []   # sends and gather receives, waited at the end
         self.tile = layout.tile(gc.gridrank)

@@ -35,7 +35,7 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
         with stats.phase("distribute"):
             # The root's C receives other ranks' panels: map its pages first.
             C = fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
-            ex = Exchange(gc, layout, A, B, C, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats,
+            ex = Exchange(gc, layout, A, B, C, job.dtype_a, job.dtype_b, job.dtype_c, job.order_a, job.order_b, stats,
                           panel_flops=int(job.options.get("panel_flops", PANEL_FLOPS)),
                           tail_flops=int(job.options.get("tail_flops", TAIL_MIN_FLOPS)))
         with stats.phase("compute"), blas_threads(job.blas_threads):

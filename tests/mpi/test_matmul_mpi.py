@@ -214,7 +214,7 @@ def test_root_takes_over_the_ends_of_late_tiles(order, monkeypatch):
             return real(a, b, out=out)
 
         monkeypatch.setattr(tiles, "local_product", slow)
-    A, B = random_pair(70, 40, 66, "float64", seed=15)
+    A, B = random_pair(260, 40, 260, "float64", seed=15)
     A, B = np.asarray(A, order=order), np.asarray(B, order=order)
     for rows, cols in factor_pairs(comm.size):
         stats = Stats()
