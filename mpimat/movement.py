@@ -49,7 +49,7 @@ from mpi4py import MPI
 from .buffers import fresh
 from .partition import Grid, Layout, Tile, blocks
 from .stats import Stats
-from .takeover import Ask, Offer
+from .takeover import Ask, Offer, area
 
 TAG_A, TAG_B, TAG_C = 101, 102, 103
 PANEL_FLOPS = 1 << 32  # about 4 GFLOP a panel: ~0.1 s of one core
@@ -262,8 +262,10 @@ class Exchange:
         self.pending: List[MPI.Request] = []   # sends and gather receives, waited at the end
         self.tile = layout.tile(gc.gridrank)
         self.panels = self.plan.tile_panels(self.tile, whole_tail=gc.is_root)
-        self.offer: Optional[Offer] = None     # a non-root rank's side of takeover.py
-        self.idle = 0.0                        # seconds the root waited for answers
+        # takeover.py: the root asks early (before its last panel) if it has more than one.
+        self.rounds = 2 if len(self.plan.tile_panels(layout.tile(0), whole_tail=True)) > 1 else 1
+        self.offer: Optional[Offer] = None     # a non-root rank's side
+        self.asker: Optional[Ask] = None       # the root's side
         k = layout.k
         row0, row1 = layout.row_block(gc.r)
         col0, col1 = layout.col_block(gc.c)
@@ -275,6 +277,10 @@ class Exchange:
             self.C = C
             self.post_root_sends(A, B)
             self.post_gather()
+            self.late = [t for t in layout.tiles()[1:] if not t.empty]
+            self.asker = Ask(gc.comm, [gc.world(t.rank) for t in self.late],
+                             [len(self.plan.tile_panels(t)) for t in self.late], self.rounds)
+            self.started = time.monotonic_ns()
         else:
             self.a_parts, self.b_parts = a_parts, b_parts
             self.a = [fresh((p1 - p0, k), dtype_a, order_a) for p0, p1 in a_parts]
@@ -283,7 +289,7 @@ class Exchange:
             self.spent, self.spare, self.spare_used = 0, None, 0
             self.post_receives()
             if self.panels:
-                self.offer = Offer(gc.comm, gc.root, self.panels, self.plan.tail_start(self.tile))
+                self.offer = Offer(gc.comm, gc.root, self.panels, self.plan.tail_start(self.tile), self.rounds)
 
     # -- root ---------------------------------------------------------------
     def post_root_sends(self, A: np.ndarray, B: np.ndarray) -> None:
@@ -358,24 +364,28 @@ class Exchange:
                                                    source=self.gc.world(gridrank), tag=TAG_C))
             self.stats.received((r1 - r0) * (c1 - c0) * C.itemsize)
 
+    def root_work(self):
+        """The root's panels: its own tile, then what it takes over from late ranks."""
+        for i, panel in enumerate(self.panels):
+            if self.rounds == 2 and i == len(self.panels) - 1:
+                # Starting its last panel: ask early, saying when it expects to be free.
+                now = time.monotonic_ns()
+                done, left = sum(area(p) for p in self.panels[:i]), area(panel)
+                self.asker.early(free_ns=now + (now - self.started) * left // max(1, done), left=left)
+            yield panel
+        yield from self.take_over()
+
     def take_over(self):
         """The root, after its own tile: yield the panels it computes for late ranks."""
-        late = [t for t in self.layout.tiles()[1:] if not t.empty]
-        ask = Ask(self.gc.comm, [self.gc.world(t.rank) for t in late])
-        answers = iter(ask)
         taken = 0
-        while True:
-            started = time.perf_counter()
-            i, keep = next(answers, (None, None))
-            self.idle += time.perf_counter() - started
-            if i is None:
-                break
-            panels, tail = self.plan.tile_panels(late[i]), self.plan.tail_start(late[i])
-            if not tail <= keep <= len(panels):
-                raise RuntimeError(f"rank {ask.ranks[i]} kept {keep} of {len(panels)} panels")
-            self.receive_panels(late[i].rank, panels[tail:keep])
-            taken += len(panels) - keep
-            yield from panels[keep:]
+        for i, keep, before, final in self.asker:
+            panels, tail = self.plan.tile_panels(self.late[i]), self.plan.tail_start(self.late[i])
+            if not tail <= keep <= before:
+                raise RuntimeError(f"rank {self.asker.ranks[i]} kept {keep} of {before} panels")
+            taken += before - keep
+            yield from panels[keep:before]
+            if final:
+                self.receive_panels(self.late[i].rank, panels[tail:keep])
         self.stats.extra["panels_taken_over"] = taken
 
     # -- everyone else --------------------------------------------------------

@@ -10,7 +10,6 @@ then computes the ends of the other ranks' tiles (takeover.py).
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Optional
 
@@ -42,11 +41,11 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
             if gc.is_root:
                 # Its own panels, then the ends of late ranks' tiles
                 # (takeover.py), straight from A and B into C.
-                for r0, r1, c0, c1 in itertools.chain(ex.panels, ex.take_over()):
+                for r0, r1, c0, c1 in ex.root_work():
                     local_product(A[r0:r1, :], B[:, c0:c1], out=C[r0:r1, c0:c1])
                     ex.progress()
                 # Waiting for the late ranks' answers is gathering, not compute.
-                stats.reassign(ex.idle, "compute", "gather")
+                stats.reassign(ex.asker.idle, "compute", "gather")
             else:
                 waited = 0.0
                 for i in range(len(ex.panels)):

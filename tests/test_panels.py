@@ -8,13 +8,14 @@ it has left.
 
 import itertools
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpimat.movement import PanelPlan
 from mpimat.partition import Grid, Layout
-from mpimat.takeover import handed_over
+from mpimat.takeover import HOST, handed_over, root_left
 
 
 def plan_for(m, k, n, grid, order_a="C", order_b="C", tail_flops=1, panel_flops=1):
@@ -88,3 +89,19 @@ PIECES = [(0, 4, 0, 8)] * 3 + [(4, 8, 0, 4), (4, 8, 4, 6), (4, 8, 6, 7), (4, 8, 
 ])
 def test_handed_over(next_panel, ranks, keep):
     assert handed_over(PIECES, next_panel, 3, ranks) == keep
+
+
+def test_handed_over_leaves_room_for_the_roots_own_work():
+    # 32 left, the root still has 16 of its own: budget (32 - 16) / 2 = 8: 4 + 4.
+    assert handed_over(PIECES, 3, 3, 2, root_left=16) == 5
+    # The root has more left than the rank: nothing.
+    assert handed_over(PIECES, 3, 3, 2, root_left=40) == 7
+
+
+def test_root_left_reads_the_roots_clock_only_on_its_host():
+    sent, free, left = 1_000, 3_000, 800
+    assert root_left(np.array([sent, free, left, HOST]), 1_000) == 800   # just asked
+    assert root_left(np.array([sent, free, left, HOST]), 2_500) == 200   # a quarter to go
+    assert root_left(np.array([sent, free, left, HOST]), 9_000) == 0     # past its estimate
+    assert root_left(np.array([sent, free, left, HOST + 1]), 2_500) == 800  # other host: the worst
+    assert root_left(np.array([sent, sent, 0, HOST]), 2_500) == 0        # asked when done
