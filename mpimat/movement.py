@@ -246,7 +246,7 @@ class Exchange:
     other ranks, `keep(i)` says whether panel i is still theirs, `panel(i)`
     waits for what it needs and returns its (a, b), `result_buffer(i)`
     gives memory for its result and `send_panel` ships it; on the root,
-    `take_over()` yields the tail pieces it computes for late ranks.
+    `root_work()` yields its own panels, then the tail pieces it takes over.
     `progress()` lets MPI advance between panels, and `finish()` waits for
     everything.
     """
@@ -422,12 +422,18 @@ class Exchange:
                         self.stats.received(part.nbytes)
 
     # -- during and after compute ---------------------------------------------
+    def streamed(self) -> List[np.ndarray]:
+        """The parts of the streamed block, in order."""
+        return self.a if self.plan.axis == "rows" else self.b
+
+    def part(self, i: int) -> int:
+        """Which streamed part panel i needs (tail pieces share the last one)."""
+        return min(i, len(self.streamed()) - 1)
+
     def panel(self, i: int):
         """(a, b) for result panel i, once they have arrived (not on the root: it has A and B)."""
         r0, r1, c0, c1 = self.panels[i]
-        rows = self.plan.axis == "rows"
-        part = min(i, len(self.a if rows else self.b) - 1)  # tail pieces share the last part
-        a_i, b_i = (part, 0) if rows else (0, part)
+        a_i, b_i = (self.part(i), 0) if self.plan.axis == "rows" else (0, self.part(i))
         for wait in (self.a_wait[a_i], self.b_wait[b_i]):
             if wait:
                 MPI.Request.Waitall(wait)
@@ -451,11 +457,10 @@ class Exchange:
         r0, r1, c0, c1 = self.panels[i]
         shape, dtype = (r1 - r0, c1 - c0), np.dtype(dtype)
         nbytes = shape[0] * shape[1] * dtype.itemsize
-        streamed = self.a if self.plan.axis == "rows" else self.b
-        spent = min(i, len(streamed) - 1)
+        spent = self.part(i)  # parts before this one are done with
         if spent > self.spent:
             self.spent, self.spare_used = spent, 0
-            self.spare = streamed[spent - 1].reshape(-1, order="A").view(np.uint8)
+            self.spare = self.streamed()[spent - 1].reshape(-1, order="A").view(np.uint8)
         start = -(-self.spare_used // 64) * 64
         if self.spare is not None and start + nbytes <= self.spare.nbytes:
             self.spare_used = start + nbytes
@@ -472,7 +477,7 @@ class Exchange:
 
     def finish(self) -> None:
         try:
-            if self.offer is not None:  # before waiting: the root waits for the answer
+            if self.offer is not None:  # before waiting: the root waits for the answers
                 self.offer.close()
             for wait in self.a_wait + self.b_wait:  # parts of an idle rank's empty tile
                 MPI.Request.Waitall(wait)
