@@ -16,9 +16,9 @@ tile's last panel into halves, quarters, ...), from the end, worth at most
 that lets P equally fast ranks finish together, so that the root, helping
 P-1 ranks at once, does not become the last one to finish.
 
-The root asks twice.  Early, as it starts its own last panel, telling
-when it expects to be free, so that the answer is waiting for it when it
-is (a rank on the root's host reads the same monotonic clock; elsewhere
+The root asks twice (once if its own tile is a single panel).  Early,
+as it starts its own last panel, telling when it expects to be free, so that the answer is waiting for it when it
+is (a rank on the root's machine reads the same monotonic clock; elsewhere
 it assumes the root has not started, W = the whole panel, and gives
 less).  Then again, once done (W = 0), for whatever is still worth
 handing over.  A rank expects exactly `rounds` questions, derived from
@@ -38,7 +38,18 @@ import numpy as np
 from mpi4py import MPI
 
 TAG_ASK, TAG_ANSWER = 104, 105
-HOST = zlib.crc32(socket.gethostname().encode())  # whose monotonic clock a question's times are on
+
+
+def clock_id() -> int:
+    """Which monotonic clock this process reads: one per boot of a machine."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:  # Linux
+            return zlib.crc32(f.read())
+    except OSError:
+        return zlib.crc32(socket.gethostname().encode())
+
+
+CLOCK = clock_id()  # the clock a question's times are read on
 
 Panel = Tuple[int, int, int, int]
 
@@ -66,13 +77,13 @@ def handed_over(panels: List[Panel], next_panel: int, tail_start: int, ranks: in
 def root_left(question: np.ndarray, now_ns: int) -> int:
     """The root's own work (dot products) still to do when a rank reads `question` at now_ns.
 
-    question = [sent, free, left, host]: at `sent` the root had `left` to do
-    and expected to be done at `free` (monotonic ns on `host`).
+    question = [sent, free, left, clock]: at `sent` the root had `left` to do
+    and expected to be done at `free` (monotonic ns, on the machine whose clock_id is `clock`).
     """
-    sent, free, left, host = (int(x) for x in question)
+    sent, free, left, clock = (int(x) for x in question)
     if left <= 0:
         return 0
-    if host != HOST or free <= sent:
+    if clock != CLOCK or free <= sent:
         return left  # no shared clock: assume the worst
     return int(left * min(1.0, max(0.0, (free - now_ns) / (free - sent))))
 
@@ -122,7 +133,7 @@ class Ask:
 
     def ask(self, i: int, free_ns: Optional[int] = None, left: int = 0) -> None:
         now = time.monotonic_ns()
-        question = np.array([now, now if free_ns is None else free_ns, left, HOST], np.int64)
+        question = np.array([now, now if free_ns is None else free_ns, left, CLOCK], np.int64)
         self.sends.append(self.comm.Isend(question, dest=self.ranks[i], tag=TAG_ASK))
         self.receives[i] = self.comm.Irecv(self.answers[i], source=self.ranks[i], tag=TAG_ANSWER)
         self.asked[i] += 1

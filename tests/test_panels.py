@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mpimat.movement import PanelPlan
 from mpimat.partition import Grid, Layout
-from mpimat.takeover import HOST, handed_over, root_left
+from mpimat.takeover import CLOCK, handed_over, root_left
 
 
 def plan_for(m, k, n, grid, order_a="C", order_b="C", tail_flops=1, panel_flops=1):
@@ -98,10 +98,10 @@ def test_handed_over_leaves_room_for_the_roots_own_work():
     assert handed_over(PIECES, 3, 3, 2, root_left=40) == 7
 
 
-def test_root_left_reads_the_roots_clock_only_on_its_host():
+def test_root_left_reads_the_roots_clock_only_on_its_machine():
     sent, free, left = 1_000, 3_000, 800
-    assert root_left(np.array([sent, free, left, HOST]), 1_000) == 800   # just asked
-    assert root_left(np.array([sent, free, left, HOST]), 2_500) == 200   # a quarter to go
-    assert root_left(np.array([sent, free, left, HOST]), 9_000) == 0     # past its estimate
-    assert root_left(np.array([sent, free, left, HOST + 1]), 2_500) == 800  # other host: the worst
-    assert root_left(np.array([sent, sent, 0, HOST]), 2_500) == 0        # asked when done
+    assert root_left(np.array([sent, free, left, CLOCK]), 1_000) == 800   # just asked
+    assert root_left(np.array([sent, free, left, CLOCK]), 2_500) == 200   # a quarter to go
+    assert root_left(np.array([sent, free, left, CLOCK]), 9_000) == 0     # past its estimate
+    assert root_left(np.array([sent, free, left, CLOCK + 1]), 2_500) == 800  # other machine: the worst
+    assert root_left(np.array([sent, sent, 0, CLOCK]), 2_500) == 0        # asked when done
