@@ -14,12 +14,12 @@ __all__ = ["matmul", "InputError", "InputTypeError", "__version__"]
 
 
 def __getattr__(name):
-    if name in ("matmul", "InputTypeError"):
-        from . import api
+    if name == "matmul":
+        from .api import matmul
 
-        return getattr(api, name)
-    if name == "InputError":
-        from .errors import InputError
+        return matmul
+    if name in ("InputError", "InputTypeError"):
+        from . import errors
 
-        return InputError
+        return getattr(errors, name)
     raise AttributeError(f"module 'mpimat' has no attribute {name!r}")

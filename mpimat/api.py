@@ -9,24 +9,17 @@ the communicator instead of hanging the others.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import numpy as np
 from mpi4py import MPI
 
-from . import compute, control
+from . import compute
+from .control import agree
 from .errors import InputError
-from .fileio import check_dtype, native
+from .operands import check_operands, order_of, result_dtype
 from .partition import Grid, choose_grid, parse_grid
 from .stats import Stats
-
-
-class InputTypeError(InputError, TypeError):
-    """Bad input whose natural Python exception is TypeError (e.g. dtypes)."""
-
-
-def raise_input_error(message: str, kind: str) -> None:
-    raise (InputTypeError if kind == "TypeError" else InputError)(message, kind=kind)
 
 
 @dataclass
@@ -57,38 +50,6 @@ def register(name: str, run: Callable) -> None:
     STRATEGIES[name] = run
 
 
-def result_dtype(dtype_a: np.dtype, dtype_b: np.dtype) -> np.dtype:
-    """The dtype numpy's `A @ B` gives (matmul's own type resolution)."""
-    try:
-        return np.matmul(np.empty((0, 0), dtype_a), np.empty((0, 0), dtype_b)).dtype
-    except TypeError as exc:
-        raise InputError(f"numpy cannot multiply {dtype_a} by {dtype_b}: {exc}", kind="TypeError") from None
-
-
-def check_operands(A, B) -> Tuple[np.ndarray, np.ndarray]:
-    """Root-side validation; returns native-order, contiguous arrays."""
-    out = []
-    for name, X in (("A", A), ("B", B)):
-        if X is None:
-            raise InputError(f"{name} is missing on the root rank")
-        X = np.asarray(X)
-        check_dtype(X.dtype, name)
-        if X.ndim != 2:
-            raise InputError(f"{name} must be a 2-D matrix, got {X.ndim}-D shape {X.shape}")
-        out.append(native(X))
-    A, B = out
-    if A.shape[1] != B.shape[0]:
-        raise InputError(
-            f"shape mismatch: A is {A.shape[0]}x{A.shape[1]} and B is {B.shape[0]}x{B.shape[1]}: "
-            f"A's columns ({A.shape[1]}) must equal B's rows ({B.shape[0]})"
-        )
-    return A, B
-
-
-def order_of(X: np.ndarray) -> str:
-    return "F" if X.flags.f_contiguous and not X.flags.c_contiguous else "C"
-
-
 def plan_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
              blas_threads: Optional[int]) -> dict:
     """The root's description of the job, as a JSON-able dict."""
@@ -110,26 +71,6 @@ def plan_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
         "order_a": order_of(A), "order_b": order_of(B),
         "grid": [grid.rows, grid.cols], "strategy": strategy,
     }
-
-
-def agree(comm: MPI.Comm, root: int, decide: Callable[[], dict]) -> dict:
-    """Run `decide` on the root, broadcast its result or its InputError.
-
-    Every rank returns the same dict or raises the same exception.
-    """
-    if comm.rank == root:
-        try:
-            verdict = {"ok": True, "plan": decide()}
-        except InputError as exc:
-            verdict = {"ok": False, "kind": exc.kind, "message": str(exc)}
-        except ValueError as exc:  # e.g. a grid string that does not parse
-            verdict = {"ok": False, "kind": "ValueError", "message": str(exc)}
-    else:
-        verdict = None
-    verdict = control.bcast_json(comm, verdict, root)
-    if not verdict["ok"]:
-        raise_input_error(verdict["message"], verdict["kind"])
-    return verdict["plan"]
 
 
 def make_job(comm: MPI.Comm, root: int, plan: dict, blas_threads: Optional[int], options) -> Job:

@@ -35,7 +35,7 @@ from typing import List, Optional
 import numpy as np
 from mpi4py import MPI
 
-from .api import agree
+from .control import agree
 from .cli import parse_or_help
 from .errors import EXIT_OK, InputError
 from .model import Machine

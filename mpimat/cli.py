@@ -258,7 +258,7 @@ def run_job(args, comm: MPI.Comm) -> int:
         # its own verdict); here only what matmul cannot see: files, paths.
         return {}
 
-    api.agree(comm, root, decide if comm.rank == root else None)
+    control.agree(comm, root, decide if comm.rank == root else None)
     fault = os.environ.get("MPIMAT_FAULT", "")
     if fault == f"crash:{comm.rank}":
         raise RuntimeError("injected fault (MPIMAT_FAULT)")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 from mpi4py import MPI
+
+from .errors import InputError, raise_input_error
 
 
 def bcast_json(comm: MPI.Comm, obj: Any, root: int = 0) -> Any:
@@ -29,6 +31,27 @@ def bcast_json(comm: MPI.Comm, obj: Any, root: int = 0) -> Any:
         payload = np.empty(int(length[0]), dtype=np.uint8)
     comm.Bcast([payload, MPI.BYTE], root=root)
     return obj if comm.rank == root else json.loads(payload.tobytes().decode())
+
+
+def agree(comm: MPI.Comm, root: int, decide: Optional[Callable[[], Any]]) -> Any:
+    """Run `decide` on the root, broadcast its result or its InputError.
+
+    Every rank returns the same JSON-able value or raises the same exception
+    (`decide` is only called, and only needed, on the root).
+    """
+    if comm.rank == root:
+        try:
+            verdict = {"ok": True, "plan": decide()}
+        except InputError as exc:
+            verdict = {"ok": False, "kind": exc.kind, "message": str(exc)}
+        except ValueError as exc:  # e.g. a grid string that does not parse
+            verdict = {"ok": False, "kind": "ValueError", "message": str(exc)}
+    else:
+        verdict = None
+    verdict = bcast_json(comm, verdict, root)
+    if not verdict["ok"]:
+        raise_input_error(verdict["message"], verdict["kind"])
+    return verdict["plan"]
 
 
 def launched_size() -> int:

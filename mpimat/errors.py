@@ -14,6 +14,15 @@ class InputError(ValueError):
         self.kind = kind
 
 
+class InputTypeError(InputError, TypeError):
+    """Bad input whose natural Python exception is TypeError (e.g. dtypes)."""
+
+
+def raise_input_error(message: str, kind: str) -> None:
+    """Raise the InputError (or InputTypeError) that `kind` names."""
+    raise (InputTypeError if kind == "TypeError" else InputError)(message, kind=kind)
+
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2

@@ -19,27 +19,9 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from .errors import InputError
+from .operands import check_dtype
 
 CHUNK_BYTES = 64 << 20  # conversion buffer for byte swapping / casting
-
-# dtype kinds numpy's matmul cannot take, or that we refuse outright.
-REFUSED_KINDS = {
-    "O": "object (pickled) arrays",
-    "U": "string arrays",
-    "S": "byte-string arrays",
-    "V": "structured or void arrays",
-    "M": "datetime arrays",
-    "m": "timedelta arrays",
-}
-
-
-def check_dtype(dtype: np.dtype, what: str) -> None:
-    """Raise InputError for dtypes that are not numbers or bools."""
-    dtype = np.dtype(dtype)
-    if dtype.hasobject or dtype.kind in REFUSED_KINDS:
-        label = REFUSED_KINDS.get(dtype.kind, "object (pickled) arrays")
-        raise InputError(f"{what}: {label} are not supported (dtype {dtype})", kind="TypeError")
-
 
 def read_header(fp, path: str) -> Tuple[Tuple[int, ...], bool, np.dtype]:
     try:
@@ -114,15 +96,6 @@ def load_npy(path: str, dtype: Optional[np.dtype] = None, what: str = "") -> np.
                 flat[done:done + todo] = np.frombuffer(data, dtype=file_dtype)
             done += todo
     return out
-
-
-def native(a: np.ndarray) -> np.ndarray:
-    """`a` in native byte order, C or Fortran contiguous (copy only if needed)."""
-    if not a.dtype.isnative:
-        a = a.astype(a.dtype.newbyteorder("="))
-    if not (a.flags.c_contiguous or a.flags.f_contiguous):
-        a = np.ascontiguousarray(a)
-    return a
 
 
 class AtomicWriter:

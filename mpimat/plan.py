@@ -225,7 +225,7 @@ def main(argv: List[str], comm: MPI.Comm) -> int:
         print(json.dumps(plan, indent=2) if args.json else render(plan), flush=True)
         return {}
 
-    from .api import agree  # here: api imports this module to register 'auto'
+    from .control import agree
 
     agree(comm, 0, decide if comm.rank == 0 else None)
     return EXIT_OK

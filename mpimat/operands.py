@@ -1,0 +1,78 @@
+"""What `matmul` accepts: the dtype policy, memory order and result dtype.
+
+Pure: numpy only, no MPI.  The root applies these rules before any data
+moves (api.py broadcasts its verdict); the file readers apply the same
+dtype policy to `.npy` headers before reading any data.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+from .errors import InputError
+
+# dtype kinds numpy's matmul cannot take, or that we refuse outright.
+REFUSED_KINDS = {
+    "O": "object (pickled) arrays",
+    "U": "string arrays",
+    "S": "byte-string arrays",
+    "V": "structured or void arrays",
+    "M": "datetime arrays",
+    "m": "timedelta arrays",
+}
+
+
+def check_dtype(dtype: np.dtype, what: str) -> None:
+    """Raise InputError for dtypes that are not numbers or bools."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.kind in REFUSED_KINDS:
+        label = REFUSED_KINDS.get(dtype.kind, "object (pickled) arrays")
+        raise InputError(f"{what}: {label} are not supported (dtype {dtype})", kind="TypeError")
+
+
+def native(a: np.ndarray) -> np.ndarray:
+    """`a` in native byte order, C or Fortran contiguous (copy only if needed).
+
+    MPI moves raw bytes and BLAS wants native order, so every operand is
+    brought to this form once, on the root.
+    """
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = np.ascontiguousarray(a)
+    return a
+
+
+def order_of(X: np.ndarray) -> str:
+    """'F' for a Fortran-only contiguous array, else 'C'."""
+    return "F" if X.flags.f_contiguous and not X.flags.c_contiguous else "C"
+
+
+def result_dtype(dtype_a: np.dtype, dtype_b: np.dtype) -> np.dtype:
+    """The dtype numpy's `A @ B` gives (matmul's own type resolution)."""
+    try:
+        return np.matmul(np.empty((0, 0), dtype_a), np.empty((0, 0), dtype_b)).dtype
+    except TypeError as exc:
+        raise InputError(f"numpy cannot multiply {dtype_a} by {dtype_b}: {exc}", kind="TypeError") from None
+
+
+def check_operands(A, B) -> Tuple[np.ndarray, np.ndarray]:
+    """Root-side validation; returns native-order, contiguous 2-D arrays."""
+    out = []
+    for name, X in (("A", A), ("B", B)):
+        if X is None:
+            raise InputError(f"{name} is missing on the root rank")
+        X = np.asarray(X)
+        check_dtype(X.dtype, name)
+        if X.ndim != 2:
+            raise InputError(f"{name} must be a 2-D matrix, got {X.ndim}-D shape {X.shape}")
+        out.append(native(X))
+    A, B = out
+    if A.shape[1] != B.shape[0]:
+        raise InputError(
+            f"shape mismatch: A is {A.shape[0]}x{A.shape[1]} and B is {B.shape[0]}x{B.shape[1]}: "
+            f"A's columns ({A.shape[1]}) must equal B's rows ({B.shape[0]})"
+        )
+    return A, B
