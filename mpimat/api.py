@@ -1,9 +1,12 @@
-"""The library entry point: `matmul(A, B, comm=comm, root=0)`.
+"""The library entry point: `matmul(A, B, comm=comm, root=0)`, and the strategy registry.
 
 A and B are read on the root only; C comes back on the root and None
-elsewhere.  The root validates the inputs and broadcasts its verdict before
-any data moves, so bad input raises the same exception on every rank of
-the communicator instead of hanging the others.
+elsewhere.  The root validates the inputs and options and broadcasts the
+whole job (shapes, dtypes, orders, grid, strategy, options) before any data
+moves, so bad input raises the same exception on every rank of the
+communicator instead of hanging the others, and every rank runs with the
+root's decisions.  Nothing in the library imports this module: strategies
+get what they need in a Job.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from typing import Callable, Dict, Optional
 import numpy as np
 from mpi4py import MPI
 
-from . import compute
+from . import auto, compute, options as strategy_options
 from .control import agree
 from .errors import InputError
 from .operands import check_operands, order_of, result_dtype
-from .partition import Grid, choose_grid, parse_grid
+from .partition import Grid, grid_for, parse_grid
 from .stats import Stats
 
 
@@ -39,7 +42,7 @@ class Job:
     grid: Grid
     strategy: str
     blas_threads: Optional[int]
-    options: Dict[str, object]
+    options: object  # options.TilesOptions / DotOptions / None
 
 
 # Strategy name -> run(A, B, job, stats) returning C on the root.
@@ -50,40 +53,54 @@ def register(name: str, run: Callable) -> None:
     STRATEGIES[name] = run
 
 
-def plan_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
-             blas_threads: Optional[int]) -> dict:
-    """The root's description of the job, as a JSON-able dict."""
-    if strategy not in STRATEGIES:
-        raise InputError(f"unknown strategy {strategy!r} (choose from {', '.join(sorted(STRATEGIES))})")
+def strategy_names():
+    """What `strategy=` accepts: the registered strategies and "auto"."""
+    return sorted([*STRATEGIES, "auto"])
+
+
+def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
+               blas_threads: Optional[int], given_options: dict) -> dict:
+    """The root's description of the job, as a JSON-able dict (raises InputError)."""
+    if strategy not in STRATEGIES and strategy != "auto":
+        raise InputError(f"unknown strategy={strategy!r} (choose from {', '.join(strategy_names())})")
     (m, k), n = A.shape, B.shape[1]
     dtype_c = result_dtype(A.dtype, B.dtype)
-    if grid is None:
-        grid = choose_grid(m, k, n, size, A.itemsize, B.itemsize)
-    elif isinstance(grid, str):
+    if isinstance(grid, str):
         grid = parse_grid(grid)
-    if grid.size != size:
-        raise InputError(f"--grid {grid} has {grid.size} ranks but the job has {size}")
-    if blas_threads is not None and blas_threads < 1:
-        raise InputError("--blas-threads must be at least 1")
+    grid = grid_for(m, k, n, size, grid, A.itemsize, B.itemsize)
+    if blas_threads is not None and (isinstance(blas_threads, bool) or not isinstance(blas_threads, (int, np.integer))
+                                     or blas_threads < 1):
+        raise InputError(f"blas_threads= must be a whole number of at least 1, got {blas_threads!r}")
+    chosen = None
+    if strategy == "auto":
+        # The model decides strategy, grid and options; options given to auto
+        # are checked against no strategy, so none are accepted.
+        strategy_options.check("auto", given_options)
+        chosen = auto.choose(m, k, n, size, dtype_c)
+        strategy, given_options = chosen["strategy"], chosen["options"]
+        if chosen["grid"]:
+            grid = Grid(*chosen["grid"])
     return {
         "m": m, "k": k, "n": n,
         "dtype_a": A.dtype.str, "dtype_b": B.dtype.str, "dtype_c": dtype_c.str,
         "order_a": order_of(A), "order_b": order_of(B),
         "grid": [grid.rows, grid.cols], "strategy": strategy,
+        "options": strategy_options.check(strategy, given_options),
+        "auto": chosen,
     }
 
 
-def make_job(comm: MPI.Comm, root: int, plan: dict, blas_threads: Optional[int], options) -> Job:
+def make_job(comm: MPI.Comm, root: int, agreed: dict, blas_threads: Optional[int]) -> Job:
     if blas_threads is None:
         local = comm.Split_type(MPI.COMM_TYPE_SHARED)
         blas_threads = compute.default_blas_threads(local.size)
         local.Free()
     return Job(
-        comm=comm, root=root, m=plan["m"], k=plan["k"], n=plan["n"],
-        dtype_a=np.dtype(plan["dtype_a"]), dtype_b=np.dtype(plan["dtype_b"]),
-        dtype_c=np.dtype(plan["dtype_c"]), order_a=plan["order_a"], order_b=plan["order_b"],
-        grid=Grid(*plan["grid"]), strategy=plan["strategy"], blas_threads=blas_threads,
-        options=dict(options or {}),
+        comm=comm, root=root, m=agreed["m"], k=agreed["k"], n=agreed["n"],
+        dtype_a=np.dtype(agreed["dtype_a"]), dtype_b=np.dtype(agreed["dtype_b"]),
+        dtype_c=np.dtype(agreed["dtype_c"]), order_a=agreed["order_a"], order_b=agreed["order_b"],
+        grid=Grid(*agreed["grid"]), strategy=agreed["strategy"], blas_threads=blas_threads,
+        options=strategy_options.build(agreed["strategy"], agreed["options"]),
     )
 
 
@@ -104,9 +121,13 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     dtype and values for every dtype numpy's `@` accepts.
 
     grid: "PRxPC" or a partition.Grid to force the process grid (default:
-    the grid that moves the fewest bytes).  blas_threads: BLAS threads per
-    rank (default: 1 when ranks share a node, BLAS's default otherwise).
-    Bad input raises ValueError or TypeError on every rank.
+    the grid that moves the fewest bytes).  strategy: "tiles", "dot" or
+    "auto" (the cost model picks strategy, grid and options).
+    blas_threads: BLAS threads per rank (default: 1 when ranks share a node,
+    BLAS's default otherwise).  options: the strategy's own (options.py:
+    TilesOptions, DotOptions); only the root's values count.
+    Bad input raises ValueError or TypeError on every rank (an unknown option
+    name is a TypeError).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     check_root(comm, root)
@@ -118,25 +139,25 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
             def decide():
                 nonlocal A, B
                 A, B = check_operands(A, B)
-                return plan_job(A, B, comm.size, grid, strategy, blas_threads)
+                return decide_job(A, B, comm.size, grid, strategy, blas_threads, options)
         else:
             decide = None
             A = B = None
-        plan = agree(comm, root, decide)
-        job = make_job(comm, root, plan, blas_threads, options)
-        stats.extra["grid"] = str(job.grid)
-        stats.extra["blas_threads"] = job.blas_threads
+        agreed = agree(comm, root, decide)
+        job = make_job(comm, root, agreed, blas_threads)
+        stats.record(grid=str(job.grid), blas_threads=job.blas_threads)
+        if agreed["auto"]:
+            stats.record(auto=agreed["auto"])
         return STRATEGIES[job.strategy](A, B, job, stats)
     finally:
         comm.Free()
 
 
 def _register_builtin() -> None:
-    from . import dot, plan, tiles
+    from . import dot, tiles
 
     register("tiles", tiles.run)
     register("dot", dot.run)
-    register("auto", plan.run_auto)
 
 
 _register_builtin()

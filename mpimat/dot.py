@@ -45,15 +45,13 @@ from .stats import Stats
 TAG_TASK, TAG_RESULT = 2000, 3000
 ALIGN = 16
 HEADER_FIXED = 4  # count, nrows, ncols, first task
-DEFAULT_WINDOW = 4
-KEEP_BUDGET_BYTES = 128 << 20  # per matrix, per worker
 
 
 def padded(nbytes: int) -> int:
     return -(-nbytes // ALIGN) * ALIGN
 
 
-class Layout:
+class BatchLayout:
     """Byte layout of a batch buffer; identical on every rank."""
 
     def __init__(self, job, K: int):
@@ -86,7 +84,7 @@ class Layout:
         return header, rows, cols
 
 
-def cache_capacity(count: int, nbytes_each: int, K: int, budget: int = KEEP_BUDGET_BYTES) -> int:
+def cache_capacity(count: int, nbytes_each: int, K: int, budget: int) -> int:
     """Cache slots: all `count` items if they fit the budget, else at least K+1.
 
     K+1 slots guarantee that the rows (columns) one batch uses are never
@@ -98,7 +96,7 @@ def cache_capacity(count: int, nbytes_each: int, K: int, budget: int = KEEP_BUDG
 
 def cache_sizes(job, K: int):
     """(row slots, column slots) of a worker's cache; the same on every rank."""
-    budget = int(job.options.get("keep_budget_bytes") or KEEP_BUDGET_BYTES)
+    budget = job.options.keep_budget_bytes
     return (cache_capacity(job.m, job.k * job.dtype_a.itemsize, K, budget),
             cache_capacity(job.n, job.k * job.dtype_b.itemsize, K, budget))
 
@@ -124,16 +122,13 @@ class CacheMirror:
 
 def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
     """C = A @ B, one task per entry of C; C on job.root, None elsewhere."""
-    K = int(job.options.get("tasks_per_message") or 1)
-    keep = bool(job.options.get("keep_blocks", False))
-    window = int(job.options.get("window") or DEFAULT_WINDOW)
-    if K < 1 or window < 1:
-        raise ValueError("tasks_per_message and window must be at least 1")
+    # options.DotOptions, checked on the root and the same on every rank.
+    K, keep, window = job.options.tasks_per_message, job.options.keep_blocks, job.options.window
     comm = job.comm
-    stats.extra.update({"tasks_per_message": K, "keep_blocks": keep})
+    stats.record(tasks_per_message=K, keep_blocks=keep)
     if comm.size == 1:
         return run_alone(A, B, job, stats)
-    layout = Layout(job, K)
+    layout = BatchLayout(job, K)
     with untraced(stats, layout, job, window, keep):
         if comm.rank == job.root:
             return dispatch(A, B, job, stats, layout, keep, window)
@@ -142,7 +137,7 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
 
 
 @contextmanager
-def untraced(stats: Stats, layout: "Layout", job, window: int, keep: bool):
+def untraced(stats: Stats, layout: "BatchLayout", job, window: int, keep: bool):
     """Pause tracemalloc around the task loop (see Stats.untraced).
 
     The task loop makes a few small objects per task, which tracing slows
@@ -179,19 +174,13 @@ def run_alone(A, B, job, stats: Stats) -> np.ndarray:
                 out[i] = dot(rows[i], col)
     elapsed = time.perf_counter() - started
     record(stats, tasks=m * n, messages=0, elapsed=elapsed, window=0)
-    stats.extra["tasks_computed"] = m * n
+    stats.record(tasks_computed=m * n)
     return C
 
 
 def record(stats: Stats, tasks: int, messages: int, elapsed: float, window: int, **more) -> None:
-    stats.extra.update({
-        "tasks": tasks,
-        "messages": messages,
-        "window": window,
-        "dispatch_seconds": round(elapsed, 6),
-        "dot_products_per_second": round(tasks / elapsed, 1) if elapsed > 0 else None,
-    })
-    stats.extra.update(more)
+    stats.record(tasks=tasks, messages=messages, window=window, dispatch_seconds=round(elapsed, 6),
+                 dot_products_per_second=round(tasks / elapsed, 1) if elapsed > 0 else None, **more)
 
 
 def dot_function(job):
@@ -207,7 +196,7 @@ def dot_function(job):
     return np.matmul
 
 
-def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -> np.ndarray:
+def dispatch(A, B, job, stats: Stats, layout: BatchLayout, keep: bool, window: int) -> np.ndarray:
     comm, root, m, n, K = job.comm, job.root, job.m, job.n, layout.K
     C = np.empty((m, n), dtype=job.dtype_c)
     Cflat = C.reshape(-1)
@@ -401,11 +390,11 @@ def dispatch(A, B, job, stats: Stats, layout: Layout, keep: bool, window: int) -
     record(stats, tasks=total, messages=messages, elapsed=elapsed, window=window,
            tasks_computed=0, **counters)
     if keep:
-        stats.extra["keep_cache_slots"] = {"rows": rows_cap, "cols": cols_cap}
+        stats.record(keep_cache_slots={"rows": rows_cap, "cols": cols_cap})
     return C
 
 
-def work(job, stats: Stats, layout: Layout, keep: bool, window: int) -> None:
+def work(job, stats: Stats, layout: BatchLayout, keep: bool, window: int) -> None:
     comm, root, K = job.comm, job.root, layout.K
     bufs = [np.empty(layout.nbytes, dtype=np.uint8) for _ in range(window)]
     views = [layout.views(b) for b in bufs]
@@ -492,4 +481,4 @@ def work(job, stats: Stats, layout: Layout, keep: bool, window: int) -> None:
     stats.add("gather", t_send)
     stats.sent(bytes_out, messages=batches)
     stats.received(bytes_in)
-    stats.extra["tasks_computed"] = tasks
+    stats.record(tasks_computed=tasks)

@@ -200,15 +200,16 @@ def dot_task_time(k: int, mach: Machine, dtype="float64") -> float:
 
 
 def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64",
-                tasks_per_message: int = 1, keep_blocks: bool = False, window: int = 4) -> Prediction:
+                tasks_per_message: int = 1, keep_blocks: bool = False) -> Prediction:
     """The dot strategy: the root dispatches m*n tasks, K per message.
 
     The root's time per batch:   dispatch_batch + K dispatch_task
                                  + max(elements packed * dispatch_element,
                                        batch bytes * beta);
     a worker's time per batch:   alpha + K dot(k) + batch bytes * beta.
-    With `window` batches in flight per worker the slower side sets the
-    pace: T = batches * max(root, worker / W, (root + worker) / cores).
+    With several batches in flight per worker (options.DotOptions.window)
+    the slower side sets the pace: T = batches * max(root, worker / W,
+    (root + worker) / cores).
     """
     sa, sb, sc = itemsizes(dtype)
     K = max(1, int(tasks_per_message))
@@ -332,10 +333,14 @@ def recommend(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64"
     return {"best": best, "candidates": cands, "advice": advice}
 
 
-def choose(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64") -> Tuple[str, Optional[Grid], dict]:
-    """(strategy, grid, options) for --strategy auto."""
-    best = recommend(m, k, n, ranks, mach, dtype)["best"]
+def choice(best: Prediction) -> Tuple[str, Optional[Grid], dict]:
+    """(strategy, grid, options) that run a prediction (grid None for dot)."""
     if best.strategy == "tiles":
         r, c = best.grid.split("x")
         return "tiles", Grid(int(r), int(c)), {}
     return best.strategy, None, dict(best.options)
+
+
+def choose(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64") -> Tuple[str, Optional[Grid], dict]:
+    """(strategy, grid, options) for --strategy auto."""
+    return choice(recommend(m, k, n, ranks, mach, dtype)["best"])

@@ -16,7 +16,7 @@ Distribution, in two stages:
 The root's link thus carries about size(A) + size(B) for a square grid
 (at most twice that), whatever the number of ranks.
 
-One of the two blocks travels in panels (PanelPlan): a rank computes panel
+One of the two blocks travels in panels (panels.PanelPlan): a rank computes panel
 i as soon as it holds the other block and panel i, and sends each result
 panel at once; the root has posted one receive per panel, described by a
 subarray of C, so panels land in place in C (no gather buffer) while the
@@ -41,21 +41,18 @@ the MPI-4 large-count routines when a message exceeds 2^31 elements.
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 from mpi4py import MPI
 
 from .buffers import fresh
-from .partition import Grid, Layout, Tile, blocks
+from .panels import SHORT_RUN_BYTES, PanelPlan
+from .partition import Grid, Layout
 from .stats import Stats
 from .takeover import Ask, Offer, area
 
 TAG_A, TAG_B, TAG_C = 101, 102, 103
-PANEL_FLOPS = 1 << 32  # about 4 GFLOP a panel: ~0.1 s of one core
-MAX_PANELS = 4  # each BLAS call repacks its B block: 16 panels cost ~4% at n=4096, 8 ~2%
-TAIL_PIECES = 6  # the last panel of a tile in halves, quarters, ...: at most this many pieces
-TAIL_MIN_FLOPS = 1 << 29  # ... each worth at least ~0.01 s of one core
 
 
 class GridComm:
@@ -129,9 +126,6 @@ def as_bytes(block: np.ndarray):
     return [block.reshape(-1, order="A").view(np.uint8), MPI.BYTE]
 
 
-SHORT_RUN_BYTES = 256
-
-
 def short_runs(array: np.ndarray, row0: int, row1: int, col0: int, col1: int) -> bool:
     """True if the block is strided in runs shorter than SHORT_RUN_BYTES."""
     view = array[row0:row1, col0:col1]
@@ -142,118 +136,16 @@ def short_runs(array: np.ndarray, row0: int, row1: int, col0: int, col1: int) ->
     return run * array.itemsize < SHORT_RUN_BYTES
 
 
-class PanelPlan:
-    """How a tiles product is cut into panels, the same on every rank.
-
-    One input block is streamed in panels (row panels of A's row block, or
-    column panels of B's column block): a rank starts computing once it
-    holds the other block and the first panel, instead of after everything
-    has arrived, and each result panel goes back as soon as it is computed.
-    We stream the larger block if its panels are contiguous in the root's
-    array, else the other one: a contiguous message is pulled by the
-    receiver while the root computes, a strided one (a datatype) needs the
-    root to pack it.  The decision and the panel count are global (from the
-    largest tile), so every member of a grid row or column cuts a shared
-    block identically.
-    """
-
-    def __init__(self, layout: Layout, itemsize_a: int, itemsize_b: int, order_a: str = "C",
-                 order_b: str = "C", panel_flops: int = PANEL_FLOPS, shared: bool = False,
-                 tail_flops: int = TAIL_MIN_FLOPS, itemsize_c: int = 8):
-        grid, k = layout.grid, layout.k
-        rows, cols = -(-layout.m // grid.rows), -(-layout.n // grid.cols)
-        rows_contiguous = order_a == "C"   # A[r0:r1, :] of a C-order A
-        cols_contiguous = order_b == "F"   # B[:, c0:c1] of a Fortran-order B
-        b_larger = cols * itemsize_b > rows * itemsize_a   # B's block k x cols vs A's rows x k
-        if b_larger:
-            self.axis = "cols" if cols_contiguous or not rows_contiguous else "rows"
-        else:
-            self.axis = "rows" if rows_contiguous or not cols_contiguous else "cols"
-        self.count = max(1, min(MAX_PANELS, (2 * rows * cols * max(k, 1)) // max(1, panel_flops)))
-        self.shared, self.tail_flops = shared, tail_flops
-        # Column pieces land in C as runs of their width: keep those runs long
-        # enough for MPI to copy them as blocks (see short_runs).
-        self.tail_min_cols = -(-SHORT_RUN_BYTES // itemsize_c)
-        self.layout = layout
-
-    def parts(self, extent: int) -> List[Tuple[int, int]]:
-        """`extent` lines of the streamed block in `count` even panels (one message each)."""
-        return blocks(extent, max(1, min(self.count, extent)))
-
-    def a_parts(self, r: int) -> List[Tuple[int, int]]:
-        """Row ranges (within row block r) in which A's block travels."""
-        row0, row1 = self.layout.row_block(r)
-        return self.parts(row1 - row0) if self.axis == "rows" else [(0, row1 - row0)]
-
-    def b_parts(self, c: int) -> List[Tuple[int, int]]:
-        """Column ranges (within column block c) in which B's block travels."""
-        col0, col1 = self.layout.col_block(c)
-        return self.parts(col1 - col0) if self.axis == "cols" else [(0, col1 - col0)]
-
-    def tile_panels(self, tile: Tile, whole_tail: bool = False) -> List[Tuple[int, int, int, int]]:
-        """The result panels of a tile, as [row0, row1) x [col0, col1) of C.
-
-        One panel per streamed part, except that (when `shared`) the last
-        one is cut across, into halves, quarters, ... (the tail): the
-        pieces a late rank may hand over to the root (takeover.py).  Cut
-        across, each piece repacks only the small streamed part in BLAS,
-        and together they pack the large block once, as one call would.
-        whole_tail: no cut (the root's own tile: it sends no messages and
-        is asked for nothing, so fewer, larger BLAS calls are better).
-        """
-        if tile.empty:
-            return []
-        if self.axis == "rows":
-            panels = [(tile.row0 + p0, tile.row0 + p1, tile.col0, tile.col1) for p0, p1 in self.a_parts(tile.r)]
-        else:
-            panels = [(tile.row0, tile.row1, tile.col0 + q0, tile.col0 + q1) for q0, q1 in self.b_parts(tile.c)]
-        if not self.shared or whole_tail:
-            return panels
-        r0, r1, c0, c1 = panels.pop()
-        if self.axis == "rows":
-            cut = self.tail(c1 - c0, 2 * self.layout.k * (r1 - r0), self.tail_min_cols)
-            panels += [(r0, r1, c0 + q0, c0 + q1) for q0, q1 in cut]
-        else:
-            cut = self.tail(r1 - r0, 2 * self.layout.k * (c1 - c0), 1)
-            panels += [(r0 + p0, r0 + p1, c0, c1) for p0, p1 in cut]
-        return panels
-
-    def tail(self, extent: int, line_flops: int, min_lines: int) -> List[Tuple[int, int]]:
-        """[0, extent) in halves, quarters, ..., each piece worth tail_flops or more
-        and at least min_lines long."""
-        pieces, p0 = [], 0
-        for _ in range(TAIL_PIECES - 1):
-            half = (extent - p0 + 1) // 2
-            rest = extent - p0 - half
-            if rest < min_lines or rest * line_flops < self.tail_flops:
-                break
-            pieces.append((p0, p0 + half))
-            p0 += half
-        return pieces + [(p0, extent)]
-
-    def tail_start(self, tile: Tile) -> int:
-        """Index in tile_panels(tile) of the first panel the root may take over."""
-        regular = len(self.tile_panels(tile, whole_tail=True))
-        return regular - 1 if self.shared else regular
-
-
 class Exchange:
-    """All the messages of one tiles product, for one rank.
+    """What both sides of one tiles product share: the plan, this rank's panels, requests.
 
-    Constructed on every rank: the root posts its sends and the receives of
-    the result panels outside the tails; leaders receive their blocks and
-    start their broadcasts; the others post their receives.  Then, on the
-    other ranks, `keep(i)` says whether panel i is still theirs, `panel(i)`
-    waits for what it needs and returns its (a, b), `result_buffer(i)`
-    gives memory for its result and `send_panel` ships it; on the root,
-    `root_work()` yields its own panels, then the tail pieces it takes over.
-    `progress()` lets MPI advance between panels, and `finish()` waits for
-    everything.
+    RootExchange is the root's side, RankExchange every other rank's.  Both
+    post their messages when constructed; `progress()` lets MPI advance
+    between panels and `finish()` waits for everything.
     """
 
-    def __init__(self, gc: GridComm, layout: Layout, A: Optional[np.ndarray], B: Optional[np.ndarray],
-                 C: Optional[np.ndarray], dtype_a, dtype_b, dtype_c, order_a: str, order_b: str,
-                 stats: Stats, panel_flops: int = PANEL_FLOPS, tail_flops: int = TAIL_MIN_FLOPS):
+    def __init__(self, gc: GridComm, layout: Layout, dtype_a, dtype_b, dtype_c, order_a: str, order_b: str,
+                 stats: Stats, panel_flops: int, tail_flops: int):
         self.gc, self.layout, self.stats = gc, layout, stats
         self.plan = PanelPlan(layout, np.dtype(dtype_a).itemsize, np.dtype(dtype_b).itemsize,
                               order_a, order_b, panel_flops, shared=gc.comm.size > 1, tail_flops=tail_flops,
@@ -264,35 +156,41 @@ class Exchange:
         self.panels = self.plan.tile_panels(self.tile, whole_tail=gc.is_root)
         # takeover.py: the root asks early (before its last panel) if it has more than one.
         self.rounds = 2 if len(self.plan.tile_panels(layout.tile(0), whole_tail=True)) > 1 else 1
-        self.offer: Optional[Offer] = None     # a non-root rank's side
-        self.asker: Optional[Ask] = None       # the root's side
-        k = layout.k
-        row0, row1 = layout.row_block(gc.r)
-        col0, col1 = layout.col_block(gc.c)
-        a_parts, b_parts = self.plan.a_parts(gc.r), self.plan.b_parts(gc.c)
-        # Requests that must complete before the A part / B part is used.
-        self.a_wait: List[List[MPI.Request]] = [[] for _ in a_parts]
-        self.b_wait: List[List[MPI.Request]] = [[] for _ in b_parts]
-        if gc.is_root:
-            self.C = C
-            self.post_root_sends(A, B)
-            self.post_gather()
-            self.late = [t for t in layout.tiles()[1:] if not t.empty]
-            self.asker = Ask(gc.comm, [gc.world(t.rank) for t in self.late],
-                             [len(self.plan.tile_panels(t)) for t in self.late], self.rounds)
-            self.started = time.monotonic_ns()
-        else:
-            self.a_parts, self.b_parts = a_parts, b_parts
-            self.a = [fresh((p1 - p0, k), dtype_a, order_a) for p0, p1 in a_parts]
-            self.b = [fresh((k, q1 - q0), dtype_b, order_b) for q0, q1 in b_parts]
-            # Spent streamed parts, reused for results (result_buffer).
-            self.spent, self.spare, self.spare_used = 0, None, 0
-            self.post_receives()
-            if self.panels:
-                self.offer = Offer(gc.comm, gc.root, self.panels, self.plan.tail_start(self.tile), self.rounds)
 
-    # -- root ---------------------------------------------------------------
-    def post_root_sends(self, A: np.ndarray, B: np.ndarray) -> None:
+    def progress(self) -> None:
+        if self.pending:
+            MPI.Request.Testall(self.pending)
+
+    def finish(self) -> None:
+        try:
+            self.wait_own()
+            MPI.Request.Waitall(self.pending)
+        finally:
+            self.specs.free()
+
+    def wait_own(self) -> None:
+        """What a side must complete before the shared requests (see RankExchange)."""
+
+
+class RootExchange(Exchange):
+    """The root's messages: A and B out, result panels of C in (in place), take-over questions.
+
+    `root_work()` yields the root's own panels, then the tail pieces it
+    takes over from late ranks.
+    """
+
+    def __init__(self, gc: GridComm, layout: Layout, A: np.ndarray, B: np.ndarray, C: np.ndarray,
+                 order_a: str, order_b: str, stats: Stats, panel_flops: int, tail_flops: int):
+        super().__init__(gc, layout, A.dtype, B.dtype, C.dtype, order_a, order_b, stats, panel_flops, tail_flops)
+        self.C = C
+        self.post_sends(A, B)
+        self.post_gather()
+        self.late = [t for t in layout.tiles()[1:] if not t.empty]
+        self.asker = Ask(gc.comm, [gc.world(t.rank) for t in self.late],
+                         [len(self.plan.tile_panels(t)) for t in self.late], self.rounds)
+        self.started = time.monotonic_ns()
+
+    def post_sends(self, A: np.ndarray, B: np.ndarray) -> None:
         gc, layout, grid, plan, k = self.gc, self.layout, self.gc.grid, self.plan, self.layout.k
         targets = []  # (dest grid rank, array, row0, row1, col0, col1, tag)
 
@@ -386,9 +284,35 @@ class Exchange:
             yield from panels[keep:before]
             if final:
                 self.receive_panels(self.late[i].rank, panels[tail:keep])
-        self.stats.extra["panels_taken_over"] = taken
+        self.stats.record(panels_taken_over=taken)
 
-    # -- everyone else --------------------------------------------------------
+
+class RankExchange(Exchange):
+    """A non-root rank's messages: its blocks in (from the root or its leader), result panels out.
+
+    `keep(i)` says whether panel i is still its own (the root may take over
+    the tail), `panel(i)` waits for what panel i needs and returns its
+    (a, b), `result_buffer(i)` gives memory for its result and `send_panel`
+    ships it.
+    """
+
+    def __init__(self, gc: GridComm, layout: Layout, dtype_a, dtype_b, dtype_c, order_a: str, order_b: str,
+                 stats: Stats, panel_flops: int, tail_flops: int):
+        super().__init__(gc, layout, dtype_a, dtype_b, dtype_c, order_a, order_b, stats, panel_flops, tail_flops)
+        k = layout.k
+        self.a_parts, self.b_parts = self.plan.a_parts(gc.r), self.plan.b_parts(gc.c)
+        # Requests that must complete before the A part / B part is used.
+        self.a_wait: List[List[MPI.Request]] = [[] for _ in self.a_parts]
+        self.b_wait: List[List[MPI.Request]] = [[] for _ in self.b_parts]
+        self.a = [fresh((p1 - p0, k), dtype_a, order_a) for p0, p1 in self.a_parts]
+        self.b = [fresh((k, q1 - q0), dtype_b, order_b) for q0, q1 in self.b_parts]
+        # Spent streamed parts, reused for results (result_buffer).
+        self.spent, self.spare, self.spare_used = 0, None, 0
+        self.post_receives()
+        self.offer: Optional[Offer] = None
+        if self.panels:
+            self.offer = Offer(gc.comm, gc.root, self.panels, self.plan.tail_start(self.tile), self.rounds)
+
     def post_receives(self) -> None:
         gc = self.gc
         # A: straight from the root in grid row 0 and column 0, then (rows
@@ -421,7 +345,6 @@ class Exchange:
                     elif not from_root:
                         self.stats.received(part.nbytes)
 
-    # -- during and after compute ---------------------------------------------
     def streamed(self) -> List[np.ndarray]:
         """The parts of the streamed block, in order."""
         return self.a if self.plan.axis == "rows" else self.b
@@ -471,16 +394,8 @@ class Exchange:
         self.pending.append(self.gc.comm.Isend(as_bytes(panel), dest=self.gc.root, tag=TAG_C))
         self.stats.sent(panel.nbytes)
 
-    def progress(self) -> None:
-        if self.pending:
-            MPI.Request.Testall(self.pending)
-
-    def finish(self) -> None:
-        try:
-            if self.offer is not None:  # before waiting: the root waits for the answers
-                self.offer.close()
-            for wait in self.a_wait + self.b_wait:  # parts of an idle rank's empty tile
-                MPI.Request.Waitall(wait)
-            MPI.Request.Waitall(self.pending)
-        finally:
-            self.specs.free()
+    def wait_own(self) -> None:
+        if self.offer is not None:  # before waiting: the root waits for the answers
+            self.offer.close()
+        for wait in self.a_wait + self.b_wait:  # parts of an idle rank's empty tile
+            MPI.Request.Waitall(wait)

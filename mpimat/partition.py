@@ -65,10 +65,10 @@ def parse_grid(text: str) -> Grid:
     """Parse 'PRxPC' (e.g. '2x3')."""
     match = _GRID_RE.match(text)
     if not match:
-        raise ValueError(f"--grid must look like PRxPC (e.g. 2x3), not {text!r}")
+        raise ValueError(f"grid= must look like PRxPC (e.g. 2x3), not {text!r}")
     rows, cols = int(match.group(1)), int(match.group(2))
     if rows < 1 or cols < 1:
-        raise ValueError(f"--grid {text}: both dimensions must be at least 1")
+        raise ValueError(f"grid={text}: both dimensions must be at least 1")
     return Grid(rows, cols)
 
 
@@ -154,11 +154,17 @@ class Layout:
         return [self.tile(rank) for rank in range(self.grid.size)]
 
 
-def plan_layout(m: int, k: int, n: int, ranks: int, grid: Optional[Grid] = None,
-                itemsize_a: int = 8, itemsize_b: int = 8) -> Layout:
-    """The layout for `ranks` ranks, with the given grid or the cheapest one."""
+def grid_for(m: int, k: int, n: int, ranks: int, grid: Optional[Grid] = None,
+             itemsize_a: int = 8, itemsize_b: int = 8) -> Grid:
+    """The given grid, checked against `ranks`, or the cheapest one (choose_grid)."""
     if grid is None:
-        grid = choose_grid(m, k, n, ranks, itemsize_a, itemsize_b)
-    elif grid.size != ranks:
-        raise ValueError(f"--grid {grid} has {grid.size} ranks but the job has {ranks}")
-    return Layout(m, k, n, grid)
+        return choose_grid(m, k, n, ranks, itemsize_a, itemsize_b)
+    if grid.size != ranks:
+        raise ValueError(f"grid={grid} has {grid.size} ranks but the job has {ranks}")
+    return grid
+
+
+def layout_for(m: int, k: int, n: int, ranks: int, grid: Optional[Grid] = None,
+               itemsize_a: int = 8, itemsize_b: int = 8) -> Layout:
+    """The layout for `ranks` ranks, with the given grid or the cheapest one."""
+    return Layout(m, k, n, grid_for(m, k, n, ranks, grid, itemsize_a, itemsize_b))

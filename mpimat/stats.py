@@ -1,4 +1,7 @@
-"""Per-rank measurements: seconds per phase, payload bytes, peak memory."""
+"""Per-rank measurements: seconds per phase, payload bytes, peak memory, recorded figures.
+
+What each figure means, and who records it, is in report.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import tracemalloc
 from contextlib import contextmanager
 from typing import Dict, Optional
 
-PHASES = ("load", "distribute", "compute", "gather", "write", "verify")
+from .report import FIELDS, PHASES
 
 
 class Stats:
@@ -22,7 +25,7 @@ class Stats:
         self.messages = 0
         self.current: Optional[str] = None
         self.phase_started = 0.0
-        self.extra: Dict[str, object] = {}
+        self.extra: Dict[str, object] = {}  # recorded figures (record); read-only elsewhere
         self.traced_floor = 0   # see untraced()
         self.untraced_live = 0
 
@@ -34,6 +37,13 @@ class Stats:
         finally:
             self.add(name, time.perf_counter() - self.phase_started)
             self.current = None
+
+    def record(self, **figures) -> None:
+        """Record named figures for the report; only names report.FIELDS documents."""
+        unknown = set(figures) - set(FIELDS)
+        if unknown:
+            raise KeyError(f"undocumented report field(s) {sorted(unknown)}: add them to report.FIELDS")
+        self.extra.update(figures)
 
     def add(self, name: str, seconds: float) -> None:
         """Book time measured outside `phase()` (e.g. split by hand in a loop)."""
@@ -65,7 +75,7 @@ class Stats:
             tracemalloc.start()
             self.traced_floor = max(self.traced_floor, peak)
             self.untraced_live += current + allocates
-            self.extra["tracemalloc_paused"] = True
+            self.record(tracemalloc_paused=True)
 
     def sent(self, nbytes: int, messages: int = 1) -> None:
         self.bytes_sent += int(nbytes)

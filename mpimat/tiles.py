@@ -1,7 +1,7 @@
 """The tiles strategy: each rank computes one rectangular tile of C with BLAS.
 
 The tile is computed in panels (one BLAS call each) as the larger input
-block streams in (see movement.PanelPlan); each finished panel is shipped
+block streams in (see panels.PanelPlan); each finished panel is shipped
 to the root at once, and between panels MPI gets a chance to move data, so
 distribution, compute and gather overlap instead of following each other.
 The root, which needs no messages and so finishes its own tile first,
@@ -17,7 +17,7 @@ import numpy as np
 
 from .compute import blas_threads, local_product
 from .buffers import fresh
-from .movement import PANEL_FLOPS, TAIL_MIN_FLOPS, Exchange, GridComm
+from .movement import GridComm, RankExchange, RootExchange
 from .partition import Layout
 from .stats import Stats
 
@@ -26,17 +26,22 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
     """C = A @ B over job.comm; A, B and the returned C live on job.root only.
 
     `job` (see api.Job) carries the agreed shapes, dtypes, memory orders,
-    grid and BLAS thread count, identical on every rank.
+    grid, BLAS thread count and options (options.TilesOptions), identical
+    on every rank.
     """
+    opts = job.options
     layout = Layout(job.m, job.k, job.n, job.grid)
     gc = GridComm(job.comm, job.root, job.grid)
     try:
         with stats.phase("distribute"):
             # The root's C receives other ranks' panels: map its pages first.
             C = fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
-            ex = Exchange(gc, layout, A, B, C, job.dtype_a, job.dtype_b, job.dtype_c, job.order_a, job.order_b, stats,
-                          panel_flops=int(job.options.get("panel_flops", PANEL_FLOPS)),
-                          tail_flops=int(job.options.get("tail_flops", TAIL_MIN_FLOPS)))
+            if gc.is_root:
+                ex = RootExchange(gc, layout, A, B, C, job.order_a, job.order_b, stats,
+                                  opts.panel_flops, opts.tail_flops)
+            else:
+                ex = RankExchange(gc, layout, job.dtype_a, job.dtype_b, job.dtype_c, job.order_a, job.order_b,
+                                  stats, opts.panel_flops, opts.tail_flops)
         with stats.phase("compute"), blas_threads(job.blas_threads):
             if gc.is_root:
                 # Its own panels, then the ends of late ranks' tiles
@@ -46,11 +51,13 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
                     ex.progress()
                 # Waiting for the late ranks' answers is gathering, not compute.
                 stats.reassign(ex.asker.idle, "compute", "gather")
+                stats.record(panels=len(ex.panels))
             else:
-                waited = 0.0
+                waited, done = 0.0, 0
                 for i in range(len(ex.panels)):
                     if not ex.keep(i):  # the root computes the rest of this tile
                         break
+                    done += 1
                     started = time.perf_counter()
                     a, b = ex.panel(i)
                     waited += time.perf_counter() - started
@@ -58,6 +65,7 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
                     ex.progress()
                 # Waiting for a panel's inputs is distribution, not compute.
                 stats.reassign(waited, "compute", "distribute")
+                stats.record(panels=done)
         with stats.phase("gather"):
             ex.finish()
         return C

@@ -166,7 +166,7 @@ def plot(rows, fit, path: Path) -> None:
 def validate(rows, cal_path: Path) -> dict:
     sys.path.insert(0, str(ROOT))
     from mpimat import model
-    from mpimat.calibrate import load
+    from mpimat.calibration import load
     from mpimat.partition import Grid
 
     mach = load(str(cal_path))

@@ -9,8 +9,10 @@ MPIEXEC = Path(sys.executable).with_name("mpiexec")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_mpimat(args, n=2, timeout=120, env=None, cwd=None, module="mpimat"):
+def run_mpimat(args, n=2, timeout=120, env=None, cwd=None, module="mpimat", script=None):
     """`mpiexec -n N python -m mpimat ARGS` (n=None: a plain singleton run).
+
+    script: run this Python file (with ARGS) instead of the module.
 
     Returns the CompletedProcess.  MPIEXEC_TIMEOUT makes the launcher itself
     end a hung job; the subprocess timeout is the backstop.
@@ -18,7 +20,8 @@ def run_mpimat(args, n=2, timeout=120, env=None, cwd=None, module="mpimat"):
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("MPIEXEC_TIMEOUT", str(int(timeout)))
-    cmd = [sys.executable, "-m", module, *map(str, args)]
+    start = [str(script)] if script else ["-m", module]
+    cmd = [sys.executable, *start, *map(str, args)]
     if n is not None:
         cmd = [str(MPIEXEC), "-n", str(n), *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,

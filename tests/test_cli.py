@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from launch import MPIEXEC, run_mpimat
+from launch import MPIEXEC, ROOT, run_mpimat
+
+FAULT_JOB = ROOT / "tests" / "fault_job.py"
 
 
 def one_error_line(proc):
@@ -168,23 +170,23 @@ def test_unwritable_output_directory(tmp_path):
 
 def test_verification_failure_exit_3_and_no_output(tmp_path):
     (tmp_path / "C.npy").write_bytes(b"existing result")
-    proc = run_mpimat(["--size", 64, "--out", "C.npy", "--report", "r.json"], n=2, cwd=tmp_path,
-                      env={"MPIMAT_FAULT": "corrupt"})
+    proc = run_mpimat(["corrupt", "--size", 64, "--out", "C.npy", "--report", "r.json"], n=2, cwd=tmp_path,
+                      script=FAULT_JOB)
     assert proc.returncode == 3, proc.stderr
     assert "mpimat: error: verification failed" in proc.stderr
     assert (tmp_path / "C.npy").read_bytes() == b"existing result"
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["verification"]["passed"] is False and rep["exit_code"] == 3
-    proc = run_mpimat(["--size", 64, "--out", "new.npy", "--verify", "exact"], n=2, cwd=tmp_path,
-                      env={"MPIMAT_FAULT": "corrupt"})
+    proc = run_mpimat(["corrupt", "--size", 64, "--out", "new.npy", "--verify", "exact"], n=2, cwd=tmp_path,
+                      script=FAULT_JOB)
     assert proc.returncode == 3
     assert not (tmp_path / "new.npy").exists()
 
 
 def test_crash_on_one_rank_aborts_the_job_instead_of_hanging(tmp_path):
     started = time.monotonic()
-    proc = run_mpimat(["--size", 256, "--out", "C.npy"], n=3, cwd=tmp_path, timeout=60,
-                      env={"MPIMAT_FAULT": "crash:1"})
+    proc = run_mpimat(["crash:1", "--size", 256, "--out", "C.npy"], n=3, cwd=tmp_path, timeout=60,
+                      script=FAULT_JOB)
     assert proc.returncode != 0
     assert "injected fault" in proc.stderr
     assert time.monotonic() - started < 30

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpimat.movement import PanelPlan
+from mpimat.panels import PanelPlan
 from mpimat.partition import Grid, Layout
 from mpimat.takeover import CLOCK, handed_over, root_left
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mpimat.partition import (Grid, Layout, block, blocks, choose_grid, factor_pairs, parse_grid,
-                              plan_layout, words_moved)
+                              layout_for, words_moved)
 
 dims = st.integers(min_value=0, max_value=60)
 ranks = st.integers(min_value=1, max_value=40)
@@ -26,7 +26,7 @@ def test_blocks_cover_range_in_order_and_balance(n, parts):
 @settings(max_examples=300, deadline=None)
 @given(m=dims, k=dims, n=dims, p=ranks)
 def test_every_dot_product_computed_exactly_once(m, k, n, p):
-    layout = plan_layout(m, k, n, p)
+    layout = layout_for(m, k, n, p)
     assert layout.grid.size == p
     count = np.zeros((m, n), dtype=int)
     for tile in layout.tiles():
@@ -37,7 +37,7 @@ def test_every_dot_product_computed_exactly_once(m, k, n, p):
 @settings(max_examples=200, deadline=None)
 @given(m=dims, k=dims, n=dims, p=ranks)
 def test_tiles_balanced_within_one_row_and_column(m, k, n, p):
-    layout = plan_layout(m, k, n, p)
+    layout = layout_for(m, k, n, p)
     rows = [t.shape[0] for t in layout.tiles()]
     cols = [t.shape[1] for t in layout.tiles()]
     assert max(rows) - min(rows) <= 1
@@ -62,7 +62,7 @@ def test_grid_follows_shape():
 
 
 def test_more_ranks_than_dot_products_leave_ranks_idle():
-    layout = plan_layout(1, 5, 1, 6)
+    layout = layout_for(1, 5, 1, 6)
     busy = [t for t in layout.tiles() if not t.empty]
     assert len(busy) == 1 and busy[0].shape == (1, 1)
 
@@ -74,7 +74,7 @@ def test_parse_grid_and_mismatch():
         with pytest.raises(ValueError):
             parse_grid(bad)
     with pytest.raises(ValueError, match="has 6 ranks but the job has 4"):
-        plan_layout(10, 10, 10, 4, Grid(2, 3))
+        layout_for(10, 10, 10, 4, Grid(2, 3))
 
 
 def test_block_rejects_out_of_range():

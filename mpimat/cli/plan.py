@@ -5,64 +5,25 @@
 
 Machine parameters come from the flags, else from the saved calibration
 (`mpiexec -n 2 python -m mpimat calibrate`), else from documented defaults
-(a generic cluster node); flags override single calibrated values.  Also
-home of `run_auto`, the `--strategy auto` runner.
+(a generic cluster node); flags override single calibrated values.  The
+same model drives `--strategy auto` (mpimat/auto.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import List
 
 import numpy as np
 from mpi4py import MPI
 
-from . import control, model
-from .errors import EXIT_OK, InputError
-from .model import Machine
-from .partition import Grid
-
-_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+from .. import calibration, model
+from ..control import agree
+from ..errors import EXIT_OK, InputError
+from ..model import Machine
+from .args import ArgumentParser, dtype_arg, nonneg, parse_bandwidth, parse_latency, positive, typed
 
 
-def parse_bandwidth(text: str) -> float:
-    """'12.5e9', '12.5GB/s', '100Gb/s' (bits), '800MB/s' -> bytes per second."""
-    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*([kKmMgGtT]?)\s*(B|b|bit|bits)?(?:/s|ps)?\s*", text)
-    if not m:
-        raise ValueError(f"bandwidth must look like 12.5e9, 12.5GB/s or 100Gb/s, not {text!r}")
-    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if m.group(3) in ("b", "bit", "bits"):
-        value /= 8
-    if value <= 0:
-        raise ValueError("bandwidth must be positive")
-    return value
-
-
-def parse_latency(text: str) -> float:
-    """'2e-6', '2us', '1.5 ms' -> seconds."""
-    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*(s|ms|us|µs|ns)?\s*", text)
-    if not m:
-        raise ValueError(f"latency must look like 2e-6, 2us or 0.5ms, not {text!r}")
-    value = float(m.group(1)) * _TIME_UNITS[m.group(2) or "s"]
-    if value < 0:
-        raise ValueError("latency must not be negative")
-    return value
-
-
-def parser():
-    from .cli import ArgumentParser, dtype_arg, nonneg, positive
-    import argparse
-
-    def typed(fn):
-        def parse(text):
-            try:
-                return fn(text)
-            except ValueError as exc:
-                raise argparse.ArgumentTypeError(str(exc)) from None
-        return parse
-
+def parser() -> ArgumentParser:
     def gflops(text):
         value = float(text)
         if value <= 0:
@@ -87,9 +48,7 @@ def parser():
 
 
 def machine_for(args) -> Machine:
-    from .calibrate import load
-
-    base = load(args.calibration)
+    base = calibration.load(args.calibration)
     if base is None:
         base = Machine(source="defaults (no calibration saved; run `mpiexec -n 2 python -m mpimat calibrate`)")
     changes = {}
@@ -205,13 +164,8 @@ def render(plan: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: List[str], comm: MPI.Comm) -> int:
+def run(args, comm: MPI.Comm) -> int:
     """The subcommand; bad input raises InputError, which cli.main reports (exit 2)."""
-    from .cli import parse_or_help  # here, not at the top: cli -> api -> plan
-
-    args = parse_or_help(parser(), argv, comm)
-    if args is None:
-        return EXIT_OK
     if args.shape and args.size is not None:
         raise InputError("--shape and --size are exclusive")
     if not args.shape and args.size is None:
@@ -225,47 +179,5 @@ def main(argv: List[str], comm: MPI.Comm) -> int:
         print(json.dumps(plan, indent=2) if args.json else render(plan), flush=True)
         return {}
 
-    from .control import agree
-
     agree(comm, 0, decide if comm.rank == 0 else None)
     return EXIT_OK
-
-
-def auto_machine() -> Machine:
-    """The saved calibration, or the defaults if there is none or it is unreadable."""
-    from .calibrate import load
-
-    try:
-        return load() or Machine()
-    except InputError:
-        return Machine(source="defaults (calibration unreadable)")
-
-
-def run_auto(A, B, job, stats):
-    """--strategy auto: the model picks strategy and grid on the root; every rank follows.
-
-    The choice is made on the root only (ranks on other nodes may see a
-    different calibration file) and broadcast, so all ranks run the same
-    strategy with the same grid.  The model's grid and options replace
-    --grid / --tasks-per-message / --keep-blocks: auto decides them all.
-    """
-    from .api import STRATEGIES
-
-    comm = job.comm
-    choice = None
-    if comm.rank == job.root:
-        mach = auto_machine()
-        dtype = job.dtype_c
-        strategy, grid, options = model.choose(job.m, job.k, job.n, comm.size, mach, dtype)
-        pred = model.recommend(job.m, job.k, job.n, comm.size, mach, dtype)["best"]
-        choice = {"strategy": strategy, "grid": [grid.rows, grid.cols] if grid else None,
-                  "options": options, "predicted_seconds": pred.total,
-                  "predicted_phases": pred.phases, "machine": mach.source}
-    choice = control.bcast_json(comm, choice, job.root)
-    if choice["grid"]:
-        job.grid = Grid(*choice["grid"])
-    job.options.update(choice["options"])
-    job.strategy = choice["strategy"]
-    stats.extra["auto"] = choice
-    stats.extra["grid"] = str(job.grid)
-    return STRATEGIES[choice["strategy"]](A, B, job, stats)

@@ -22,58 +22,32 @@ exits with code 2.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 from mpi4py import MPI
 
-from .control import agree
-from .cli import parse_or_help
-from .errors import EXIT_OK, InputError
-from .model import Machine
+from .. import calibration
+from ..api import matmul
+from ..compute import blas_threads, cpu_count
+from ..control import agree
+from ..errors import EXIT_OK, InputError
+from ..stats import Stats
+from .args import ArgumentParser
 
 TAG = 4242
 
 
-def default_path() -> Path:
-    env = os.environ.get("MPIMAT_CALIBRATION")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "mpimat" / "calibration.json"
-
-
-def load(path: Optional[str] = None) -> Optional[Machine]:
-    """The saved calibration, or None when there is none (InputError if unreadable)."""
-    p = Path(path).expanduser() if path else default_path()
-    if not p.exists():
-        if path:
-            raise InputError(f"no calibration file at {p} (run: mpiexec -n 2 python -m mpimat calibrate)")
-        return None
-    try:
-        data = json.loads(p.read_text())
-        mach = Machine.from_dict(data["machine"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{p}: not a valid mpimat calibration ({exc}); run calibrate again") from None
-    return Machine(**{**mach.as_dict(), "source": f"calibration {p}"})
-
-
-def parser() -> argparse.ArgumentParser:
-    from .cli import ArgumentParser
-
+def parser() -> ArgumentParser:
     p = ArgumentParser(prog="mpimat calibrate",
                        description="Measure latency, bandwidth and flop rates; save them for `mpimat plan`. "
                                    "Run with: mpiexec -n 2 python -m mpimat calibrate")
     p.add_argument("--save", metavar="PATH",
-                   help=f"where to save (default $MPIMAT_CALIBRATION or {default_path()})")
+                   help=f"where to save (default $MPIMAT_CALIBRATION or {calibration.default_path()})")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (seconds, less precise)")
     p.add_argument("--json", action="store_true", help="print the saved JSON instead of a summary")
     return p
@@ -114,8 +88,6 @@ def best_time(fn, repeats: int) -> float:
 
 
 def compute_rates(quick: bool) -> dict:
-    from .compute import blas_threads
-
     reps = 2 if quick else 4
     n = 512 if quick else 1024
     rng = np.random.default_rng(0)
@@ -131,9 +103,6 @@ def compute_rates(quick: bool) -> dict:
     gflops_noblas = 2 * ni ** 3 / t / 1e9
     # One task of the dot strategy on one rank (k=1): the per-dot-product
     # cost as the strategy pays it (the call, the views, the store).
-    from .api import matmul
-    from .stats import Stats
-
     a1, b1 = np.ones((128, 1)), np.ones((1, 128))
     per_task = float("inf")
     for _ in range(3 * reps):  # short runs: take the best of many (shared machines are noisy)
@@ -155,7 +124,7 @@ def compute_rates(quick: bool) -> dict:
             "dot_gflops": 2 * big / max(tb, 1e-9) / 1e9, "blas_setup": setup}
 
 
-def dispatch_costs(comm: MPI.Comm, quick: bool, latency: float, beta: float) -> dict:
+def dispatch_costs(comm: MPI.Comm, quick: bool) -> dict:
     """Root time per message of the dot strategy: K=1 and K=32 at k=1, K=1 at k=256.
 
     dispatch_batch + K dispatch_task is the cost of a message of K tasks
@@ -163,9 +132,6 @@ def dispatch_costs(comm: MPI.Comm, quick: bool, latency: float, beta: float) -> 
     row and column adds (packing a strided column touches one cache line
     per element, so it is more than the bytes on the link).
     """
-    from .api import matmul
-    from .stats import Stats
-
     n = 48 if quick else 160  # long enough runs that start-up costs fade
     long_k = 256
     per_batch = {}
@@ -206,10 +172,8 @@ def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
         # CPU on a machine with few cores.
         rates = compute_rates(quick) if pair.rank == 0 else None
         idle_barrier(pair)
-        disp = dispatch_costs(pair, quick, latency, 1 / bandwidth)
+        disp = dispatch_costs(pair, quick)
         if pair.rank == 0:
-            from .compute import cpu_count
-
             out = {"latency": latency, "bandwidth": bandwidth, **rates, **disp,
                    "cores": cpu_count()}
         pair.Free()
@@ -217,25 +181,17 @@ def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
     return out
 
 
-def save(path: Path, machine: dict) -> None:
+def document(machine: dict) -> dict:
+    """The calibration file's content: the figures and where they were measured."""
     import mpi4py
 
-    doc = {
+    return {
         "machine": machine,
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": {"numpy": np.__version__, "mpi4py": mpi4py.__version__,
                      "mpi": MPI.Get_library_version().splitlines()[0].strip()},
     }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".calibration-", dir=str(path.parent))
-        with os.fdopen(fd, "w") as fp:
-            fp.write(json.dumps(doc, indent=2) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise InputError(f"cannot save the calibration to {path}: {exc.strerror or exc}") from None
 
 
 def summary(machine: dict, path: Path) -> str:
@@ -255,20 +211,17 @@ def summary(machine: dict, path: Path) -> str:
     ])
 
 
-def main(argv: List[str], comm: MPI.Comm) -> int:
+def run(args, comm: MPI.Comm) -> int:
     """The subcommand; bad input raises InputError, which cli.main reports (exit 2)."""
-    args = parse_or_help(parser(), argv, comm)
-    if args is None:
-        return EXIT_OK
     if comm.size < 2:
         raise InputError("calibrate measures latency and bandwidth between two ranks: "
                          f"run it as `{Path(sys.executable).with_name('mpiexec')} -n 2 "
                          f"{Path(sys.executable).name} -m mpimat calibrate`")
-    path = Path(args.save).expanduser() if args.save else default_path()
+    path = Path(args.save).expanduser() if args.save else calibration.default_path()
     figures = measure(comm, args.quick)
 
     def decide():
-        save(path, figures)
+        calibration.save(path, document(figures))
         if args.json:
             print(path.read_text(), end="", flush=True)
         else:
