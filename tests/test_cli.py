@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from launch import MPIEXEC, ROOT, run_mpimat
+from mpimat.partition import Layout, parse_grid
 
 FAULT_JOB = ROOT / "tests" / "fault_job.py"
 
@@ -65,7 +66,11 @@ def test_files_in_and_out_with_report(tmp_path):
         assert r["max_rss_bytes"] > 0 and r["peak_traced_bytes"] > 0
         assert r["bytes_sent"] >= 0 and r["bytes_received"] >= 0
     # Non-root ranks receive exactly their rows of A and columns of B.
-    assert sum(r["bytes_received"] for r in rep["per_rank"][1:]) > 0
+    layout = Layout(41, 17, 33, parse_grid(rep["grid"]))
+    for rank, r in enumerate(rep["per_rank"][1:], start=1):
+        tile = layout.tile(rank)
+        want = ((tile.row1 - tile.row0) + (tile.col1 - tile.col0)) * 17 * A.itemsize
+        assert r["bytes_received"] == want, (rank, r["bytes_received"], want)
     assert {"numpy", "mpi4py", "mpi", "mpimat"} <= set(rep["versions"])
     assert sorted(os.listdir(tmp_path)) == ["A.npy", "B.npy", "C.npy", "run.json"]
 

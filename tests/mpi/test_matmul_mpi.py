@@ -11,7 +11,9 @@ from mpi4py import MPI
 
 from mpimat import InputError, matmul
 from mpimat.generate import random_pair
-from mpimat.partition import Grid, factor_pairs
+from mpimat.panels import PanelPlan
+from mpimat.partition import Grid, Layout, factor_pairs
+from mpimat.stats import Stats
 
 pytestmark = pytest.mark.mpi
 
@@ -156,10 +158,44 @@ def test_bad_input_raises_everywhere(make, exc, message):
 
 def test_bad_grid_raises_everywhere():
     A, B = on_root(0, np.ones((4, 4)), np.ones((4, 4)))
-    with pytest.raises(ValueError, match="ranks but the job has"):
+    with pytest.raises(ValueError, match="ranks but the job has") as info:
         matmul(A, B, comm=comm, grid=f"{comm.size + 1}x1")
-    with pytest.raises(ValueError, match="PRxPC"):
+    assert len(set(comm.allgather(str(info.value)))) == 1
+    assert "grid=" in str(info.value) and "--grid" not in str(info.value)  # the library names parameters
+    with pytest.raises(ValueError, match="PRxPC") as info:
         matmul(A, B, comm=comm, grid="banana")
+    assert len(set(comm.allgather(str(info.value)))) == 1
+
+
+@pytest.mark.parametrize("options, exc, message", [
+    ({"panel_flopz": 1}, TypeError, "unexpected option.*'panel_flopz'.*panel_flops, tail_flops"),
+    ({"tasks_per_message": 4}, TypeError, "unexpected option.*'tasks_per_message'"),
+    ({"panel_flops": 0}, ValueError, "panel_flops= must be at least 1"),
+    ({"panel_flops": "many"}, TypeError, "panel_flops= must be a whole number"),
+])
+def test_bad_options_raise_everywhere(options, exc, message):
+    # A misspelt or misplaced option is the same error on every rank, never
+    # silently ignored; only the root's options are read.
+    A, B = on_root(0, np.ones((4, 3)), np.ones((3, 2)))
+    kw = options if comm.rank == 0 else {}
+    with pytest.raises(exc, match=message) as info:
+        matmul(A, B, comm=comm, **kw)
+    assert isinstance(info.value, InputError)
+    assert len(set(comm.allgather(str(info.value)))) == 1
+    run(*random_pair(5, 4, 3, "float64", seed=0))  # nothing left in flight
+
+
+def test_options_are_the_roots():
+    # Other ranks' option values are ignored: the root's travel with the job.
+    from mpimat.stats import Stats
+
+    A, B = random_pair(64, 64, 64, "float64", seed=3)
+    stats = Stats()
+    mine = {"panel_flops": 100} if comm.rank == 0 else {"panel_flops": 10 ** 12}
+    run(A, B, stats=stats, **mine)
+    panels = comm.allgather(stats.extra["panels"])
+    if comm.size > 1:
+        assert max(panels[1:]) > 1  # many small panels, as the root asked
 
 
 def test_bad_root_raises_everywhere():
@@ -188,7 +224,16 @@ def test_many_panels_every_grid(shape, order):
     A, B = random_pair(*shape, "float64", seed=12)
     A, B = np.asarray(A, order=order), np.asarray(B, order=order)
     for rows, cols in factor_pairs(comm.size):
-        run(A, B, grid=f"{rows}x{cols}", panel_flops=500, tail_flops=100)
+        stats = Stats()
+        run(A, B, grid=f"{rows}x{cols}", panel_flops=500, tail_flops=100, stats=stats)
+        if comm.rank == 0:
+            # The knob's effect: the root computes its tile in as many panels as the plan says.
+            layout = Layout(*A.shape, B.shape[1], Grid(rows, cols))
+            plan = PanelPlan(layout, 8, 8, order, order, panel_flops=500, shared=comm.size > 1, tail_flops=100)
+            want = len(plan.tile_panels(layout.tile(0), whole_tail=True))
+            assert stats.extra["panels"] == want
+            if shape == (64, 64, 64):
+                assert want > 1  # the default panel_flops gives one panel
 
 
 def test_many_panels_mixed_dtypes_and_root():
