@@ -131,7 +131,7 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
     layout = BatchLayout(job, K)
     with untraced(stats, layout, job, window, keep):
         if comm.rank == job.root:
-            return dispatch(A, B, job, stats, layout, keep, window)
+            return Dispatcher(A, B, job, layout, keep, window).run(stats)
         work(job, stats, layout, keep, window)
         return None
 
@@ -196,202 +196,252 @@ def dot_function(job):
     return np.matmul
 
 
-def dispatch(A, B, job, stats: Stats, layout: BatchLayout, keep: bool, window: int) -> np.ndarray:
-    comm, root, m, n, K = job.comm, job.root, job.m, job.n, layout.K
-    C = np.empty((m, n), dtype=job.dtype_c)
-    Cflat = C.reshape(-1)
-    total = m * n
-    workers = [r for r in range(comm.size) if r != root]
-    nslots = len(workers) * window
-    bufs = [np.empty(layout.nbytes, dtype=np.uint8) for _ in range(nslots)]
-    views = [layout.views(b) for b in bufs]
-    results = [np.empty(layout.result_bytes, dtype=np.uint8) for _ in range(nslots)]
-    result_views = [r[: K * job.dtype_c.itemsize].view(job.dtype_c) for r in results]
-    dest = [workers[idx // window] for idx in range(nslots)]
-    firsts = [0] * nslots
-    counts = [0] * nslots
-    # Persistent requests: a full batch always has the same length (without
-    # keep_blocks) and every answer lands in its slot's buffer.
-    full_send = [comm.Send_init([bufs[idx], layout.nbytes, MPI.BYTE], dest=dest[idx],
-                                tag=TAG_TASK + idx % window) for idx in range(nslots)]
-    recv = [comm.Recv_init([results[idx], MPI.BYTE], source=dest[idx], tag=TAG_RESULT + idx % window)
-            for idx in range(nslots)]
-    waiting: List[MPI.Request] = [MPI.REQUEST_NULL] * nslots  # what Waitany watches
-    pending: List[Optional[MPI.Request]] = [None] * nslots   # the slot's send in flight
-    stop_reqs: List[MPI.Request] = []
-    stopped = [False] * nslots
-    if keep:
-        rows_cap, cols_cap = cache_sizes(job, K)
-        mirrors = {w: (CacheMirror(rows_cap), CacheMirror(cols_cap)) for w in workers}
-    counters = {"rows_sent": 0, "cols_sent": 0, "rows_reused": 0, "cols_reused": 0}
-    messages = sent_messages = 0
-    bytes_out = bytes_in = 0
-    next_task = 0
-    t_pack = t_wait = t_store = 0.0
-    clock = time.perf_counter
-    header_bytes = 8 * layout.header_words
-    full_bytes = layout.nbytes
-    row0 = [v[1][0] for v in views]
-    col0 = [v[2][0] for v in views]
-    hdr = [v[0] for v in views]
-    columns = B.T if B is not None else None  # columns[j] is B[:, j] (a view)
+class Slot:
+    """One batch in flight to one worker: its buffers, requests and tasks.
 
-    def send(idx: int) -> None:
-        """Pack the next batch into slot idx and send it (or a stop)."""
-        nonlocal next_task, messages, sent_messages, bytes_out
-        header, rows, cols = views[idx]
-        first = next_task
-        count = min(K, total - first)
-        next_task += count
-        w = dest[idx]
+    Slot s of worker w uses tags TAG_TASK + s / TAG_RESULT + s, so at most
+    one batch per slot is in flight and answers land in the slot's buffer.
+    """
+
+    __slots__ = ("index", "dest", "tag", "buf", "header", "rows", "cols", "row0", "col0", "result",
+                 "answer", "full_send", "recv", "pending", "first", "count", "stopped")
+
+    def __init__(self, comm: MPI.Comm, index: int, dest: int, tag: int, layout: BatchLayout, dtype_c):
+        self.index, self.dest, self.tag = index, dest, tag
+        self.buf = np.empty(layout.nbytes, dtype=np.uint8)
+        self.header, self.rows, self.cols = layout.views(self.buf)
+        self.row0, self.col0 = self.rows[0], self.cols[0]
+        self.result = np.empty(layout.result_bytes, dtype=np.uint8)
+        self.answer = self.result[: layout.K * dtype_c.itemsize].view(dtype_c)
+        # Persistent requests: a full batch always has the same length (without
+        # keep_blocks) and every answer lands in this slot's buffer.
+        self.full_send = comm.Send_init([self.buf, layout.nbytes, MPI.BYTE], dest=dest, tag=TAG_TASK + tag)
+        self.recv = comm.Recv_init([self.result, MPI.BYTE], source=dest, tag=TAG_RESULT + tag)
+        self.pending: Optional[MPI.Request] = None  # the batch's send in flight
+        self.first = self.count = 0
+        self.stopped = False
+
+    def free(self) -> None:
+        self.full_send.Free()
+        self.recv.Free()
+
+
+class Tally:
+    """What the dispatcher counts for the report."""
+
+    def __init__(self):
+        self.messages = self.sent_messages = self.bytes_out = self.bytes_in = 0
+        self.rows_sent = self.cols_sent = self.rows_reused = self.cols_reused = 0
+
+    def sent(self, nbytes: int) -> None:
+        self.messages += 1
+        self.sent_messages += 1
+        self.bytes_out += nbytes
+
+    def rows_cols(self) -> dict:
+        return {"rows_sent": self.rows_sent, "cols_sent": self.cols_sent,
+                "rows_reused": self.rows_reused, "cols_reused": self.cols_reused}
+
+
+class Dispatcher:
+    """The root: hands out the m n tasks, K per batch, `window` batches per worker.
+
+    Workers ask for work by answering: each answer frees its slot, which
+    gets the next batch (or a stop once the tasks run out).
+    """
+
+    def __init__(self, A, B, job, layout: BatchLayout, keep: bool, window: int):
+        comm = job.comm
+        self.comm, self.A, self.layout, self.keep, self.window = comm, A, layout, keep, window
+        self.n, self.total = job.n, job.m * job.n
+        self.columns = B.T  # columns[j] is B[:, j] (a view)
+        self.C = np.empty((job.m, job.n), dtype=job.dtype_c)
+        self.Cflat = self.C.reshape(-1)
+        self.workers = [r for r in range(comm.size) if r != job.root]
+        self.slots = [Slot(comm, idx, self.workers[idx // window], idx % window, layout, job.dtype_c)
+                      for idx in range(len(self.workers) * window)]
+        # What Waitany watches: a slot's answer, or REQUEST_NULL once it is stopped.
+        self.waiting: List[MPI.Request] = [MPI.REQUEST_NULL] * len(self.slots)
+        self.stops: List[MPI.Request] = []
+        self.next_task = 0
+        self.tally = Tally()
+        if keep:
+            rows_cap, cols_cap = self.cache_slots = cache_sizes(job, layout.K)
+            self.mirrors = {w: (CacheMirror(rows_cap), CacheMirror(cols_cap)) for w in self.workers}
+
+    def send(self, slot: Slot) -> None:
+        """Pack the next batch into `slot` and send it (or a stop)."""
+        K, layout = self.layout.K, self.layout
+        first = self.next_task
+        count = min(K, self.total - first)
+        self.next_task += count
         if count == 0:
-            header[0] = 0
-            stop_reqs.append(comm.Isend([bufs[idx], header_bytes, MPI.BYTE], dest=w,
-                                        tag=TAG_TASK + idx % window))
-            stopped[idx] = True
-            waiting[idx] = MPI.REQUEST_NULL
-            pending[idx] = None
-            nbytes = header_bytes
+            slot.header[0] = 0
+            nbytes = 8 * layout.header_words
+            self.stops.append(self.comm.Isend([slot.buf, nbytes, MPI.BYTE], dest=slot.dest,
+                                              tag=TAG_TASK + slot.tag))
+            slot.stopped, slot.pending = True, None
+            self.waiting[slot.index] = MPI.REQUEST_NULL
         else:
-            if not keep:
-                if count == 1:
-                    i, j = divmod(first, n)
-                    row0[idx][...] = A[i]
-                    col0[idx][...] = columns[j]
-                else:
-                    i, j = np.divmod(np.arange(first, first + count), n)
-                    rows[:count] = A[i]
-                    cols[:count] = columns[j]
-                header[0:4] = (count, count, count, first)
-                nbytes = layout.length(count, count)
-                counters["rows_sent"] += count
-                counters["cols_sent"] += count
-            else:
-                nbytes = pack_kept(header, rows, cols, first, count, mirrors[w], counters)
-            if nbytes == full_bytes:
-                req = full_send[idx]
+            nbytes = self.pack_kept(slot, first, count) if self.keep else self.pack(slot, first, count)
+            if nbytes == layout.nbytes:
+                req = slot.full_send
                 req.Start()
             else:
-                req = comm.Isend([bufs[idx], nbytes, MPI.BYTE], dest=w, tag=TAG_TASK + idx % window)
-            pending[idx] = req
-            firsts[idx], counts[idx] = first, count
-            recv[idx].Start()
-            waiting[idx] = recv[idx]
-        messages += 1
-        sent_messages += 1
-        bytes_out += nbytes
+                req = self.comm.Isend([slot.buf, nbytes, MPI.BYTE], dest=slot.dest, tag=TAG_TASK + slot.tag)
+            slot.pending, slot.first, slot.count = req, first, count
+            slot.recv.Start()
+            self.waiting[slot.index] = slot.recv
+        self.tally.sent(nbytes)
 
-    def pack_kept(header, rows, cols, first, count, mirror, counters) -> int:
-        rmirror, cmirror = mirror
+    def pack(self, slot: Slot, first: int, count: int) -> int:
+        """Rows and columns of `count` consecutive tasks; returns the batch's length."""
+        A, columns = self.A, self.columns
+        if count == 1:
+            i, j = divmod(first, self.n)
+            slot.row0[...] = A[i]
+            slot.col0[...] = columns[j]
+        else:
+            i, j = np.divmod(np.arange(first, first + count), self.n)
+            slot.rows[:count] = A[i]
+            slot.cols[:count] = columns[j]
+        slot.header[0:4] = (count, count, count, first)
+        self.tally.rows_sent += count
+        self.tally.cols_sent += count
+        return self.layout.length(count, count)
+
+    def pack_kept(self, slot: Slot, first: int, count: int) -> int:
+        """Like pack, but only the rows and columns the worker's cache lacks."""
+        K, header, tally = self.layout.K, slot.header, self.tally
+        rmirror, cmirror = self.mirrors[slot.dest]
         nrows = ncols = 0
         base = HEADER_FIXED
         for q in range(count):
-            i, j = divmod(first + q, n)
-            slot, fresh = rmirror.lookup(i)
-            header[base + q] = slot
+            i, j = divmod(first + q, self.n)
+            where, fresh = rmirror.lookup(i)
+            header[base + q] = where
             if fresh:
-                rows[nrows] = A[i]
-                header[base + 2 * K + nrows] = slot
+                slot.rows[nrows] = self.A[i]
+                header[base + 2 * K + nrows] = where
                 nrows += 1
-            slot, fresh = cmirror.lookup(j)
-            header[base + K + q] = slot
+            where, fresh = cmirror.lookup(j)
+            header[base + K + q] = where
             if fresh:
-                cols[ncols] = columns[j]
-                header[base + 3 * K + ncols] = slot
+                slot.cols[ncols] = self.columns[j]
+                header[base + 3 * K + ncols] = where
                 ncols += 1
         header[0:4] = (count, nrows, ncols, first)
-        counters["rows_sent"] += nrows
-        counters["cols_sent"] += ncols
-        counters["rows_reused"] += count - nrows
-        counters["cols_reused"] += count - ncols
-        return layout.length(nrows, ncols)
+        tally.rows_sent += nrows
+        tally.cols_sent += ncols
+        tally.rows_reused += count - nrows
+        tally.cols_reused += count - ncols
+        return self.layout.length(nrows, ncols)
 
-    started = clock()
-    try:
-        for idx in range(nslots):
-            send(idx)
-        t_pack = clock() - started
-        waitany = MPI.Request.Waitany
-        live = sum(1 for r in waiting if r != MPI.REQUEST_NULL)
-        fast = not keep and K == 1
+    def store(self, slot: Slot) -> None:
+        """The answers of `slot`'s batch into C; its send is done by now."""
+        if slot.count == 1:
+            self.Cflat[slot.first] = slot.answer[0]
+        else:
+            self.Cflat[slot.first:slot.first + slot.count] = slot.answer[:slot.count]
+        slot.pending.Wait()
+
+    def answered(self):
+        """Slots in the order their answers are to be handled (see below)."""
+        waitany, waiting, slots, window = MPI.Request.Waitany, self.waiting, self.slots, self.window
+        if not self.keep:
+            while True:
+                idx = waitany(waiting)
+                if idx == MPI.UNDEFINED:
+                    return
+                yield slots[idx]
         # With kept blocks the root's cache mirror must see batches in the
         # order the worker runs them: round-robin over its live slots.  So
         # the root handles each worker's answers in that order too: an
         # answer that completes before its turn is set aside in `early`
         # (Waitany has consumed its completion) until its turn comes.
-        turn = [0] * len(workers)
+        turn = [0] * len(self.workers)
         early = set()
-        while live:
-            t0 = clock()
-            idx = -1
-            if early:
-                idx = next((e for e in early if e % window == turn[e // window]), -1)
-                if idx >= 0:
-                    early.discard(idx)
-            if idx < 0:
+        while True:
+            idx = next((e for e in early if e % window == turn[e // window]), -1)
+            if idx >= 0:
+                early.discard(idx)
+            else:
                 idx = waitany(waiting)
-                if keep and idx % window != turn[idx // window]:
+                if idx == MPI.UNDEFINED:
+                    return
+                if idx % window != turn[idx // window]:
                     early.add(idx)
                     waiting[idx] = MPI.REQUEST_NULL
                     continue
-            t1 = clock()
-            if counts[idx] == 1:
-                Cflat[firsts[idx]] = result_views[idx][0]
-            else:
-                first, count = firsts[idx], counts[idx]
-                Cflat[first:first + count] = result_views[idx][:count]
-            messages += 1
-            bytes_in += layout.result_bytes
-            pending[idx].Wait()
-            t2 = clock()
-            if fast and next_task < total:
-                # The hot path of the benchmark: one task, full-length persistent send.
-                first = next_task
-                next_task += 1
-                i, j = divmod(first, n)
-                row0[idx][...] = A[i]
-                col0[idx][...] = columns[j]
-                hdr[idx][3] = first
-                hdr[idx][0] = 1
-                full_send[idx].Start()
-                recv[idx].Start()
-                firsts[idx] = first
-                messages += 1
-                sent_messages += 1
-                bytes_out += full_bytes
-            else:
-                send(idx)
-                if waiting[idx] == MPI.REQUEST_NULL:
-                    live -= 1
-                if keep and live:
-                    # The worker's next slot: the next one not stopped yet.
-                    w_index, slot = divmod(idx, window)
-                    for step in range(1, window + 1):
-                        nxt = (slot + step) % window
-                        if not stopped[w_index * window + nxt]:
-                            turn[w_index] = nxt
-                            break
-            t3 = clock()
-            t_wait += t1 - t0
-            t_store += t2 - t1
-            t_pack += t3 - t2
-        MPI.Request.Waitall(stop_reqs)
-    finally:
-        for req in full_send + recv:
-            req.Free()
-    if fast:
-        counters["rows_sent"] = counters["cols_sent"] = total
-    elapsed = clock() - started
-    stats.add("distribute", t_pack)
-    stats.add("compute", t_wait)
-    stats.add("gather", t_store)
-    stats.sent(bytes_out, messages=sent_messages)
-    stats.received(bytes_in)
-    record(stats, tasks=total, messages=messages, elapsed=elapsed, window=window,
-           tasks_computed=0, **counters)
-    if keep:
-        stats.record(keep_cache_slots={"rows": rows_cap, "cols": cols_cap})
-    return C
+            yield slots[idx]
+            # The worker's next slot: the next one not stopped yet.
+            w_index, s = divmod(idx, window)
+            for step in range(1, window + 1):
+                nxt = (s + step) % window
+                if not slots[w_index * window + nxt].stopped:
+                    turn[w_index] = nxt
+                    break
+
+    def run(self, stats: Stats) -> np.ndarray:
+        clock = time.perf_counter
+        started = clock()
+        t_wait = t_store = 0.0
+        try:
+            for slot in self.slots:
+                self.send(slot)
+            t_pack = clock() - started
+            fast = not self.keep and self.layout.K == 1
+            A, columns, n, total = self.A, self.columns, self.n, self.total
+            answers = quick = 0  # counted here, not per call: this loop is the benchmark's hot path
+            t0 = clock()
+            for slot in self.answered():
+                t1 = clock()
+                self.store(slot)
+                answers += 1
+                t2 = clock()
+                if fast and self.next_task < total:
+                    # One task, full-length persistent send.
+                    first = self.next_task
+                    self.next_task = first + 1
+                    i, j = divmod(first, n)
+                    slot.row0[...] = A[i]
+                    slot.col0[...] = columns[j]
+                    header = slot.header
+                    header[3] = first
+                    header[0] = 1
+                    slot.full_send.Start()
+                    slot.recv.Start()
+                    slot.first = first
+                    quick += 1
+                else:
+                    self.send(slot)
+                t3 = clock()
+                t_wait += t1 - t0
+                t_store += t2 - t1
+                t_pack += t3 - t2
+                t0 = t3
+            MPI.Request.Waitall(self.stops)
+        finally:
+            for slot in self.slots:
+                slot.free()
+        tally = self.tally
+        tally.messages += answers + quick
+        tally.sent_messages += quick
+        tally.bytes_out += quick * self.layout.nbytes
+        tally.bytes_in += answers * self.layout.result_bytes
+        if fast:
+            tally.rows_sent = tally.cols_sent = total
+        elapsed = clock() - started
+        stats.add("distribute", t_pack)
+        stats.add("compute", t_wait)
+        stats.add("gather", t_store)
+        stats.sent(tally.bytes_out, messages=tally.sent_messages)
+        stats.received(tally.bytes_in)
+        record(stats, tasks=total, messages=tally.messages, elapsed=elapsed, window=self.window,
+               tasks_computed=0, **tally.rows_cols())
+        if self.keep:
+            stats.record(keep_cache_slots={"rows": self.cache_slots[0], "cols": self.cache_slots[1]})
+        return self.C
 
 
 def work(job, stats: Stats, layout: BatchLayout, keep: bool, window: int) -> None:
