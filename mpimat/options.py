@@ -9,7 +9,7 @@ never disagree about panels or batches and hang.  Pure: no MPI.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Dict, Optional
 
 import numpy as np
@@ -90,7 +90,3 @@ def build(strategy: str, values: Optional[Dict[str, object]]):
     """The options object of `strategy` from check()'s dict (None for a strategy without options)."""
     cls = OPTIONS.get(strategy)
     return cls(**(values or {})) if cls else None
-
-
-def as_dict(options) -> Dict[str, object]:
-    return asdict(options) if options is not None else {}
