@@ -17,8 +17,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 from mpi4py import MPI
 
-from . import auto, compute, options as strategy_options
-from .control import agree
+from . import auto, compute, control, memory, options as strategy_options
 from .errors import InputError
 from .operands import check_operands, order_of, result_dtype
 from .partition import Grid, grid_for, parse_grid
@@ -47,10 +46,16 @@ class Job:
 
 # Strategy name -> run(A, B, job, stats) returning C on the root.
 STRATEGIES: Dict[str, Callable] = {}
+# Strategy name -> memory_need(job): bytes the calling rank will allocate.
+MEMORY_NEEDS: Dict[str, Callable] = {}
+# Products whose A + B + C are smaller than this skip the memory check (and its two messages).
+CHECK_MEMORY_BYTES = 64 << 20
 
 
-def register(name: str, run: Callable) -> None:
+def register(name: str, run: Callable, memory_need: Optional[Callable] = None) -> None:
     STRATEGIES[name] = run
+    if memory_need is not None:
+        MEMORY_NEEDS[name] = memory_need
 
 
 def strategy_names():
@@ -105,10 +110,42 @@ def make_job(comm: MPI.Comm, root: int, agreed: dict, blas_threads: Optional[int
 
 
 def check_root(comm: MPI.Comm, root: int) -> None:
-    # Every rank checks its own argument: no communication, so no hang even
-    # when the ranks disagree about what is wrong.
-    if not isinstance(root, (int, np.integer)) or not 0 <= root < comm.size:
+    """Every rank must name the same, existing root: ValueError on every rank otherwise.
+
+    One small allreduce: ranks naming different roots would each wait in a
+    broadcast from a different rank, forever; a rank with an impossible root
+    still takes part, so the others learn of it instead of waiting.
+    """
+    valid = isinstance(root, (int, np.integer)) and not isinstance(root, bool) and 0 <= root < comm.size
+    mine = int(root) if valid else -1
+    seen = np.array([mine, -mine], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, [seen, MPI.INT64_T], op=MPI.MIN)
+    if not valid:
         raise ValueError(f"root must be a rank of the communicator (0..{comm.size - 1}), got {root!r}")
+    if seen[0] < 0:
+        raise ValueError("root= is not a rank of the communicator on another rank")
+    if seen[0] != -seen[1]:
+        raise ValueError(f"root= differs between ranks (from {seen[0]} to {-seen[1]}): "
+                         "every rank must pass the same root")
+
+
+def check_memory(job: Job) -> None:
+    """Refuse, on every rank, a product some rank cannot hold (before anything is allocated)."""
+    total = job.m * job.k * job.dtype_a.itemsize + job.k * job.n * job.dtype_b.itemsize \
+        + job.m * job.n * job.dtype_c.itemsize
+    need = MEMORY_NEEDS.get(job.strategy)
+    if need is None or total < CHECK_MEMORY_BYTES:
+        return
+    complaint = memory.shortfall(need(job), f"rank {job.comm.rank} (its part of {job.m}x{job.k} @ {job.k}x{job.n})")
+    complaints = control.gather_json(job.comm, complaint, job.root)
+
+    def decide():
+        for line in complaints:
+            if line:
+                raise InputError(f"{line}: use more ranks (each holds less) or smaller matrices")
+        return {}
+
+    control.agree(job.comm, job.root, decide if job.comm.rank == job.root else None)
 
 
 def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
@@ -143,8 +180,9 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
         else:
             decide = None
             A = B = None
-        agreed = agree(comm, root, decide)
+        agreed = control.agree(comm, root, decide)
         job = make_job(comm, root, agreed, blas_threads)
+        check_memory(job)
         stats.record(grid=str(job.grid), blas_threads=job.blas_threads)
         if agreed["auto"]:
             stats.record(auto=agreed["auto"])
@@ -156,8 +194,8 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
 def _register_builtin() -> None:
     from . import dot, tiles
 
-    register("tiles", tiles.run)
-    register("dot", dot.run)
+    register("tiles", tiles.run, tiles.memory_need)
+    register("dot", dot.run, dot.memory_need)
 
 
 _register_builtin()

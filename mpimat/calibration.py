@@ -10,13 +10,19 @@ reader never sees half a file.  Pure: no MPI.
 from __future__ import annotations
 
 import json
+import math
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
 from .errors import InputError
-from .fileio import AtomicWriter
+from .fileio import AtomicWriter, open_regular
 from .model import Machine
+
+MAX_FILE_BYTES = 1 << 20  # a calibration is a few hundred bytes; never read without bound
+# Rates must be positive; times may be zero (0 means "use beta" for the dispatch costs).
+POSITIVE = {"bandwidth", "gflops", "gflops_noblas", "dot_gflops"}
 
 
 def default_path() -> Path:
@@ -33,24 +39,47 @@ def load(path: Optional[str] = None) -> Optional[Machine]:
     path: a file to read (it must exist); default: default_path(), which may not.
     """
     p = Path(path).expanduser() if path else default_path()
-    if not p.exists():
+    if not os.path.lexists(p):
         if path:
             raise InputError(f"no calibration file at {p} (run: mpiexec -n 2 python -m mpimat calibrate)")
         return None
+    with open_regular(str(p), "calibration") as f:
+        text = f.read(MAX_FILE_BYTES + 1)
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"{p}: not a valid mpimat calibration (larger than {MAX_FILE_BYTES} bytes)")
     try:
-        data = json.loads(p.read_text())
-        mach = Machine.from_dict(data["machine"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        data = json.loads(text)
+        machine = data["machine"]
+        if not isinstance(machine, dict):
+            raise TypeError(f"'machine' is a {type(machine).__name__}, not an object")
+        check_figures(machine)
+        mach = Machine.from_dict(machine)
+    except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{p}: not a valid mpimat calibration ({exc}); run calibrate again") from None
     return Machine(**{**mach.as_dict(), "source": f"calibration {p}"})
 
 
+def check_figures(machine: dict) -> None:
+    """Every known figure a finite number, rates positive, times not negative, cores a count."""
+    for f in fields(Machine):
+        if f.name == "source" or f.name not in machine:
+            continue
+        value = machine[f.name]
+        if f.name == "cores":
+            if value is not None and (type(value) is not int or value < 1):
+                raise ValueError(f"cores must be a whole number of at least 1 or null, not {value!r}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, not {value!r}")
+        if f.name in POSITIVE and value <= 0:
+            raise ValueError(f"{f.name} must be positive, not {value!r}")
+        if value < 0:
+            raise ValueError(f"{f.name} must not be negative, not {value!r}")
+
+
 def load_or_defaults() -> Machine:
-    """The saved calibration, or the defaults if there is none or it is unreadable."""
-    try:
-        return load() or Machine()
-    except InputError:
-        return Machine(source="defaults (calibration unreadable)")
+    """The saved calibration, or the defaults if there is none (InputError if it is unusable)."""
+    return load() or Machine()
 
 
 def save(path: Path, document: dict) -> None:

@@ -38,12 +38,18 @@ def agree(comm: MPI.Comm, root: int, decide: Optional[Callable[[], Any]]) -> Any
     (`decide` is only called, and only needed, on the root).
     """
     if comm.rank == root:
+        # Whatever goes wrong on the root must reach every rank, or they
+        # would wait in the broadcast forever.
         try:
             verdict = {"ok": True, "plan": decide()}
         except InputError as exc:
             verdict = {"ok": False, "kind": exc.kind, "message": str(exc)}
-        except ValueError as exc:  # e.g. a grid string that does not parse
-            verdict = {"ok": False, "kind": "ValueError", "message": str(exc)}
+        except (ValueError, TypeError) as exc:  # e.g. a grid string that does not parse
+            kind = "TypeError" if isinstance(exc, TypeError) else "ValueError"
+            verdict = {"ok": False, "kind": kind, "message": str(exc)}
+        except Exception as exc:  # e.g. an operand's __array__ raising RuntimeError
+            verdict = {"ok": False, "kind": "ValueError",
+                       "message": f"{type(exc).__name__} on the root rank: {exc}"}
     else:
         verdict = None
     verdict = bcast_json(comm, verdict, root)

@@ -120,6 +120,18 @@ class CacheMirror:
         return slot, True
 
 
+def memory_need(job) -> int:
+    """Bytes this rank allocates: C on the root; a worker its batch buffers and, with
+    keep_blocks, its cache (at most keep_budget_bytes for rows and as much for columns)."""
+    if job.comm.rank == job.root:
+        return job.m * job.n * job.dtype_c.itemsize
+    K, window = job.options.tasks_per_message, job.options.window
+    need = window * K * job.k * (job.dtype_a.itemsize + job.dtype_b.itemsize)
+    if job.options.keep_blocks:
+        need += 2 * job.options.keep_budget_bytes
+    return need
+
+
 def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
     """C = A @ B, one task per entry of C; C on job.root, None elsewhere."""
     # options.DotOptions, checked on the root and the same on every rank.

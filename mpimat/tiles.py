@@ -22,6 +22,17 @@ from .partition import Layout
 from .stats import Stats
 
 
+def memory_need(job) -> int:
+    """Bytes this rank allocates: C on the root (A and B are the caller's); its rows of A,
+    columns of B and, at worst, its tile elsewhere (results mostly reuse spent input panels)."""
+    gridrank = (job.comm.rank - job.root) % job.comm.size
+    if gridrank == 0:
+        return job.m * job.n * job.dtype_c.itemsize
+    tile = Layout(job.m, job.k, job.n, job.grid).tile(gridrank)
+    rows, cols = tile.shape
+    return (rows * job.dtype_a.itemsize + cols * job.dtype_b.itemsize) * job.k + rows * cols * job.dtype_c.itemsize
+
+
 def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
     """C = A @ B over job.comm; A, B and the returned C live on job.root only.
 

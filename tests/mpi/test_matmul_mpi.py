@@ -266,3 +266,47 @@ def test_root_takes_over_the_ends_of_late_tiles(order, monkeypatch):
         run(A, B, grid=f"{rows}x{cols}", panel_flops=2000, tail_flops=200, stats=stats)
         if comm.rank == 0:
             assert stats.extra["panels_taken_over"] > 0
+
+
+class Unconvertible:
+    """An operand whose conversion to an array fails with something other than ValueError/TypeError."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise RuntimeError("the data source is gone")
+
+
+def test_any_exception_during_validation_reaches_every_rank():
+    A, B = on_root(0, Unconvertible(), np.ones((2, 2)))
+    with pytest.raises(InputError, match="RuntimeError on the root rank: the data source is gone") as info:
+        matmul(A, B, comm=comm)
+    assert len(set(comm.allgather(str(info.value)))) == 1
+    run(*random_pair(5, 4, 3, "float64", seed=0))  # nothing left in flight
+
+
+@pytest.mark.mpi(min_size=2)
+def test_ranks_naming_different_roots_raise_everywhere():
+    A, B = np.ones((3, 3)), np.ones((3, 3))
+    with pytest.raises(ValueError, match="root= differs between ranks"):
+        matmul(A, B, comm=comm, root=comm.rank % 2)
+    with pytest.raises(ValueError, match="root"):  # one rank names a root that does not exist
+        matmul(A, B, comm=comm, root=comm.size if comm.rank == 1 else 0)
+    run(*random_pair(5, 4, 3, "float64", seed=0))
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_rank_short_of_memory_refuses_on_every_rank():
+    import resource
+
+    A, B = on_root(0, np.ones((3000, 3000)), np.ones((3000, 3000)))  # 72 MiB each: checked
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if comm.rank == 1:
+        with open("/proc/self/status") as f:
+            mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + (16 << 20), hard))
+    try:
+        with pytest.raises(InputError, match="rank 1 .* needs .* but this process may use only .*RLIMIT_AS") as info:
+            matmul(A, B, comm=comm)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert len(set(comm.allgather(str(info.value)))) == 1
+    assert "more ranks" in str(info.value)
