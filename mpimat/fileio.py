@@ -5,23 +5,94 @@
 - C or Fortran order, either byte order; the array comes back in native byte
   order (MPI moves raw bytes, and BLAS wants native), cast to `dtype` if asked,
   converting chunk by chunk so the peak stays one array plus one chunk.
-- Output is written to a temp file in the target directory and renamed into
-  place at the end, so a failed run leaves no file and never damages one.
+- Only regular files are read (a FIFO would block forever, a device never
+  end), and the header's every field is checked before anything is allocated.
+- Output goes to an unnamed file in the target directory (O_TMPFILE), which
+  the kernel removes if the process dies, even by kill -9, and is linked into
+  place only at the end (fallback where the file system has no O_TMPFILE: a
+  named temp file, removed on failure and on SIGTERM/SIGINT/SIGHUP).  A failed
+  run leaves no file and never damages an existing one.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
-from typing import Optional, Tuple
+from typing import Callable, Optional, Set, Tuple
 
 import numpy as np
 from numpy.lib import format as npformat
 
+from . import memory
 from .errors import InputError
 from .operands import check_dtype
 
 CHUNK_BYTES = 64 << 20  # conversion buffer for byte swapping / casting
+MAX_BYTES = 1 << 62  # no file, array or message is larger; keeps size arithmetic exact
+
+
+class OutputError(Exception):
+    """Writing an output failed late (disk full, I/O error): one line, exit 1, no partial file."""
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped, so a message stays on one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
+def open_regular(path: str, label: str, mode: str = "rb"):
+    """Open an existing regular file for reading, or raise InputError.
+
+    The type is checked before opening: opening a FIFO blocks until a
+    writer appears, and a device (/dev/zero) never ends.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file: {path}") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{label}: is a directory: {path}")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{label}: not a regular file ({kind_of(info.st_mode)}): {path}")
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since the stat, do not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InputError(f"{label}: not a regular file: {path}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode)
+    except IsADirectoryError:
+        raise InputError(f"{label}: is a directory: {path}") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_header(shape, fortran, dtype: np.dtype, path: str) -> None:
+    """Every field of a parsed header: a tuple of non-negative ints (not bools) of a size that fits."""
+    if not isinstance(shape, tuple) or not all(type(d) is int for d in shape):
+        raise InputError(f"{path}: not a valid .npy file (shape {shape!r} is not a tuple of integers)")
+    if any(d < 0 for d in shape):
+        raise InputError(f"{path}: not a valid .npy file (negative dimension in shape {shape})")
+    if type(fortran) is not bool:
+        raise InputError(f"{path}: not a valid .npy file (fortran_order {fortran!r} is not True or False)")
+    count = 1
+    for d in shape:
+        count *= d
+    if count * max(dtype.itemsize, 1) > MAX_BYTES:
+        raise InputError(f"{path}: not a valid .npy file (shape {shape} of {dtype} is larger than any memory)")
 
 def read_header(fp, path: str) -> Tuple[Tuple[int, ...], bool, np.dtype]:
     try:
@@ -39,6 +110,7 @@ def read_header(fp, path: str) -> Tuple[Tuple[int, ...], bool, np.dtype]:
         raise
     except Exception as exc:  # numpy raises ValueError for most corruptions
         raise InputError(f"{path}: not a valid .npy file ({one_line(exc)})") from None
+    check_header(shape, fortran, dtype, path)
     return shape, fortran, dtype
 
 
@@ -50,14 +122,7 @@ def one_line(exc: BaseException) -> str:
 def load_npy(path: str, dtype: Optional[np.dtype] = None, what: str = "") -> np.ndarray:
     """Load a 2-D numeric .npy file into native byte order (cast to dtype)."""
     label = what or path
-    try:
-        fp = open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{label}: no such file: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"{label}: is a directory: {path}") from None
-    except OSError as exc:
-        raise InputError(f"{label}: cannot read {path}: {exc.strerror or exc}") from None
+    fp = open_regular(path, label)
     with fp:
         shape, fortran, file_dtype = read_header(fp, path)
         check_dtype(file_dtype, label)
@@ -74,6 +139,9 @@ def load_npy(path: str, dtype: Optional[np.dtype] = None, what: str = "") -> np.
                 f"{path}: truncated .npy file: header says {shape} {file_dtype} "
                 f"({nbytes} bytes) but only {max(size - offset, 0)} bytes follow"
             )
+        short = memory.shortfall(count * target.itemsize, f"{label} ({shape[0]}x{shape[1]} {target})")
+        if short:
+            raise InputError(short)
         out = np.empty(shape, dtype=target, order="F" if fortran else "C")
         # The file holds the elements in memory order of `out`: fill its flat
         # view chunk by chunk, converting each chunk from the file's dtype.
@@ -98,21 +166,90 @@ def load_npy(path: str, dtype: Optional[np.dtype] = None, what: str = "") -> np.
     return out
 
 
-class AtomicWriter:
-    """Writes a file atomically: a temp file in the same directory, renamed.
+def npy_bytes(shape, dtype) -> int:
+    """Size of the .npy file of an array of this shape and dtype (header of at most 4 KiB)."""
+    count = 1
+    for d in shape:
+        count *= d
+    return count * np.dtype(dtype).itemsize + 4096
 
-    Constructed at validation time, it checks that the directory exists and
-    that a file can be created there (the real test, also for root on a
-    read-only mount), then removes its probe: nothing exists on disk until
-    `write_npy`/`write_text` runs at the end, so a job killed midway leaves
-    nothing behind, and an existing file is replaced only by a complete one.
+
+# Named temp files that exist right now (the fallback path): removed on a fatal signal.
+_NAMED: Set[str] = set()
+
+
+def remove_temp_files() -> None:
+    """Remove every named temp file this process has open (signal handlers call this)."""
+    for path in list(_NAMED):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        _NAMED.discard(path)
+
+
+def check_output(path: str, flag: str) -> str:
+    """Refuse at validation an output path that is not, or cannot become, a regular file."""
+    if not path:
+        raise InputError(f"{flag}: empty path")
+    if path.endswith(os.sep) or path.endswith("/."):
+        raise InputError(f"{flag} {path}: names a directory (trailing slash)")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{flag} {path}: is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{flag} {path}: is {kind_of(info.st_mode)}, not a regular file: refusing to replace it")
+    return path
+
+
+def same_file(a: str, b: str) -> bool:
+    """True if paths a and b name the same file (also through symlinks or hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+_AT_FDCWD, _AT_SYMLINK_FOLLOW = -100, 0x400
+
+
+def link_fd(fd: int, path: str) -> None:
+    """Give the (O_TMPFILE) file open as `fd` the name `path`.
+
+    linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW, as open(2)
+    documents for O_TMPFILE (os.link does not follow the /proc link: EXDEV).
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.linkat(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD, os.fsencode(path),
+                   _AT_SYMLINK_FOLLOW) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+
+
+class AtomicWriter:
+    """Writes a file atomically: all of it or nothing, an existing file replaced only by a complete one.
+
+    Constructed at validation time, it checks the path (check_output), that
+    the directory exists and that a file can be created there (the real
+    test, also for root on a read-only mount), then removes its probe.
+    `prepare_npy`/`prepare_text` write and fsync the content into an unnamed
+    file (O_TMPFILE: it vanishes if the process dies); `commit()` links it
+    into place (a hard link under a temp name, then rename over the target);
+    `discard()` drops it.  `write_npy`/`write_text` do both steps at once.
     """
 
     def __init__(self, path: str, flag: str = "--out"):
-        self.path = path
+        self.path, self.flag = check_output(path, flag), flag
         self.directory = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise InputError(f"{flag} {path}: is a directory")
         if not os.path.isdir(self.directory):
             raise InputError(f"{flag} {path}: directory {self.directory} does not exist")
         try:
@@ -121,27 +258,98 @@ class AtomicWriter:
             raise InputError(f"{flag} {path}: cannot write in {self.directory}: {exc.strerror or exc}") from None
         os.close(fd)
         os.unlink(probe)
+        self.fd: Optional[int] = None
+        self.named: Optional[str] = None  # the fallback's temp file
 
-    def _commit(self, write) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".mpimat-", suffix=".tmp", dir=self.directory)
+    def check_space(self, nbytes: int) -> None:
+        """Refuse (InputError) when the file system has less than `nbytes` free for us."""
         try:
-            with os.fdopen(fd, "wb") as f:
+            st = os.statvfs(self.directory)
+        except OSError:
+            return
+        free = st.f_bavail * st.f_frsize
+        if nbytes > free:
+            raise InputError(f"{self.flag} {self.path}: needs {memory.fmt(nbytes)} but only "
+                             f"{memory.fmt(free)} is free in {self.directory}")
+
+    def _open(self) -> int:
+        flags = getattr(os, "O_TMPFILE", 0)
+        if flags:
+            try:
+                return os.open(self.directory, flags | os.O_WRONLY, 0o666)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                    raise
+        fd, self.named = tempfile.mkstemp(prefix=".mpimat-", suffix=".tmp", dir=self.directory)
+        _NAMED.add(self.named)
+        return fd
+
+    def prepare(self, write: Callable) -> None:
+        """Write the whole content (write(file)) and fsync it, out of sight (OutputError on failure)."""
+        self.discard()
+        try:
+            self.fd = self._open()
+            with os.fdopen(os.dup(self.fd), "wb") as f:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
             umask = os.umask(0)
             os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, self.path)
+            os.fchmod(self.fd, 0o666 & ~umask)
+        except OSError as exc:
+            self.discard()
+            raise OutputError(f"{self.flag} {self.path}: cannot write: {exc.strerror or exc}") from None
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            self.discard()
             raise
 
+    def prepare_npy(self, array: np.ndarray) -> None:
+        self.prepare(lambda f: npformat.write_array(f, array, allow_pickle=False))
+
+    def prepare_text(self, text: str) -> None:
+        self.prepare(lambda f: f.write(text.encode()))
+
+    def commit(self) -> None:
+        """Put the prepared content in place of `path` (OutputError on failure)."""
+        try:
+            if self.named is None:
+                # Give the unnamed file a temp name beside the target, then rename it over.
+                tmp = tempfile.mktemp(prefix=".mpimat-", suffix=".tmp", dir=self.directory)
+                link_fd(self.fd, tmp)
+                self.named = tmp
+                _NAMED.add(tmp)
+            os.replace(self.named, self.path)
+            _NAMED.discard(self.named)
+            self.named = None
+            dirfd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)  # the rename itself survives a crash
+            except OSError:
+                pass
+            finally:
+                os.close(dirfd)
+        except OSError as exc:
+            raise OutputError(f"{self.flag} {self.path}: cannot write: {exc.strerror or exc}") from None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Forget the prepared content (nothing of it stays on disk)."""
+        if self.named is not None:
+            try:
+                os.unlink(self.named)
+            except OSError:
+                pass
+            _NAMED.discard(self.named)
+            self.named = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
     def write_npy(self, array: np.ndarray) -> None:
-        self._commit(lambda f: npformat.write_array(f, array, allow_pickle=False))
+        self.prepare_npy(array)
+        self.commit()
 
     def write_text(self, text: str) -> None:
-        self._commit(lambda f: f.write(text.encode()))
+        self.prepare_text(text)
+        self.commit()

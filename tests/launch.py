@@ -26,3 +26,12 @@ def run_mpimat(args, n=2, timeout=120, env=None, cwd=None, module="mpimat", scri
         cmd = [str(MPIEXEC), "-n", str(n), *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
                           env=full_env, cwd=cwd or ROOT)
+
+
+def one_error_line(proc):
+    """stderr is exactly one line, `mpimat: error: ...`, and no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("mpimat: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]

@@ -7,19 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from launch import MPIEXEC, ROOT, run_mpimat
+from launch import MPIEXEC, ROOT, one_error_line, run_mpimat
 from mpimat.partition import Layout, parse_grid
 
 FAULT_JOB = ROOT / "tests" / "fault_job.py"
-
-
-def one_error_line(proc):
-    """stderr is exactly one line, `mpimat: error: ...`, and no traceback."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("mpimat: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ parameters (grid=), which main() turns into the flags they came from.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 import tracemalloc
 from typing import List, Optional
@@ -22,9 +24,11 @@ from typing import List, Optional
 from mpi4py import MPI
 
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, InputError
+from ..fileio import printable, remove_temp_files
 from . import calibrate, job, plan
 from .args import parse_or_help
 from .launcher import foreign_launcher_message
+from .teardown import unlink_segments
 
 # name -> module with parser() and run(args, comm) -> exit code
 SUBCOMMANDS = {"plan": plan, "calibrate": calibrate}
@@ -66,11 +70,56 @@ def main(argv: Optional[List[str]] = None, comm: Optional[MPI.Comm] = None) -> i
         return job.run(args, comm)
     except InputError as exc:  # the same on every rank (agreed, or parsed from the same argv)
         if comm.rank == 0:
-            print(f"mpimat: error: {in_flags(str(exc))}", file=sys.stderr, flush=True)
+            print(f"mpimat: error: {printable(in_flags(str(exc)))}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     finally:
         if tracing_started:
             tracemalloc.stop()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def stop(signum, frame) -> None:
+    """SIGTERM/SIGINT/SIGHUP (scancel, a time limit, Ctrl-C, a closed terminal): end this rank now.
+
+    Outputs in progress are unnamed files the kernel drops with the process;
+    named temp files (file systems without O_TMPFILE) are removed here.  Exit
+    128 + the signal's number, as a shell reports a process killed by it,
+    without MPI_Finalize (the other ranks may never reach it); the launcher
+    then ends the rest of the job.
+    """
+    remove_temp_files()
+    unlink_segments()
+    if MPI.COMM_WORLD.rank == 0:
+        os.write(2, f"mpimat: error: stopped by {signal.Signals(signum).name}\n".encode())
+    os._exit(128 + signum)
+
+
+def watch_signals() -> None:
+    """Handle STOP_SIGNALS at once, even while the main thread is inside BLAS or MPI.
+
+    Python runs signal handlers in the main thread only when it returns to the
+    interpreter, which a rank waiting in MPI may never do.  The C-level
+    handler also writes the signal's number to a pipe (set_wakeup_fd); this
+    thread, blocked on that pipe, wakes at once (BLAS and mpi4py's blocking
+    calls release the GIL) and ends the process.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+
+    def watch():
+        while True:
+            data = os.read(read_end, 1)
+            if data and data[0] in {int(s) for s in STOP_SIGNALS}:
+                stop(data[0], None)
+
+    import threading
+
+    threading.Thread(target=watch, name="mpimat-signals", daemon=True).start()
 
 
 def console_main(argv: Optional[List[str]] = None) -> None:
@@ -80,6 +129,7 @@ def console_main(argv: Optional[List[str]] = None) -> None:
     would hang the job, so it prints its traceback and calls Abort, which
     makes the launcher end every rank promptly.
     """
+    watch_signals()
     try:
         code = main(argv)
     except SystemExit:
@@ -92,6 +142,8 @@ def console_main(argv: Optional[List[str]] = None) -> None:
         if not isinstance(exc, KeyboardInterrupt):
             traceback.print_exc()
         sys.stderr.flush()
+        remove_temp_files()
+        unlink_segments()
         MPI.COMM_WORLD.Abort(EXIT_FAILURE)
         code = EXIT_FAILURE
     sys.stdout.flush()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import threading
@@ -18,14 +19,16 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from .. import api, control, generate, report, verify
-from ..errors import EXIT_OK, EXIT_VERIFY, InputError
-from ..fileio import AtomicWriter, load_npy
+from .. import api, control, generate, memory, report, verify
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
+from ..fileio import AtomicWriter, OutputError, load_npy, npy_bytes, printable, same_file
+from ..operands import result_dtype
 from ..partition import parse_grid
 from ..stats import Stats
 from .args import ArgumentParser, dtype_arg, nonneg, positive
 
 DEFAULT_SIZE = 2048
+LAUNCHER = os.getppid()  # the process that started this rank (mpiexec's proxy, slurmstepd, a shell)
 
 
 def build_parser() -> ArgumentParser:
@@ -123,15 +126,37 @@ class Progress:
 
 
 def load_inputs(args, stats: Stats):
-    """Rank 0: read or generate A and B (an InputError on bad files)."""
+    """Rank 0: read or generate A and B (an InputError on bad files or too little memory)."""
     with stats.phase("load"):
         if args.a is not None:
             A = load_npy(args.a, args.dtype, what=f"--a {args.a}")
             B = load_npy(args.b, args.dtype, what=f"--b {args.b}")
         else:
             m, k, n = args.dims
-            A, B = generate.random_pair(m, k, n, args.dtype or np.float64, args.seed)
+            dtype = np.dtype(args.dtype or np.float64)
+            # Rank 0 will hold A, B and C: refuse before generating anything.
+            need = (m * k + k * n) * dtype.itemsize + m * n * result_dtype(dtype, dtype).itemsize
+            short = memory.shortfall(need, f"rank 0 (A, B and C of {m}x{k} @ {k}x{n} {dtype})")
+            if short:
+                raise InputError(f"{short}; use smaller matrices or run where rank 0 has more memory")
+            A, B = generate.random_pair(m, k, n, dtype, args.seed)
     return A, B
+
+
+def check_outputs(args) -> dict:
+    """Rank 0: the AtomicWriters of --out and --report, after refusing paths that clash."""
+    writers = {}
+    for flag in ("out", "report"):
+        path = getattr(args, flag)
+        if path is not None:
+            writers[flag] = AtomicWriter(path, f"--{flag}")
+    if "out" in writers and "report" in writers and same_file(args.out, args.report):
+        raise InputError(f"--out {args.out} and --report {args.report} are the same file")
+    # --out may replace an input (inputs are read first); the report would destroy one.
+    for flag in ("a", "b"):
+        if "report" in writers and getattr(args, flag) and same_file(args.report, getattr(args, flag)):
+            raise InputError(f"--report {args.report} is the input --{flag}: refusing to overwrite it")
+    return writers
 
 
 def versions() -> dict:
@@ -155,18 +180,24 @@ def versions() -> dict:
 
 
 def run(args, comm: MPI.Comm) -> int:
-    """The job itself; returns the exit code (the same on every rank)."""
+    """The job itself; returns the exit code (the same on every rank).
+
+    Outputs are written out of sight first and put in place only when
+    everything else has succeeded, --out last (fileio.AtomicWriter).
+    """
     stats = Stats()
     root = 0
     writers = {}
     A = B = None
+    stats.record(memory_budget_bytes=int(min(memory.available()[0], 2 ** 62)))
 
     def decide():
-        nonlocal A, B
-        for flag in ("out", "report"):
-            if getattr(args, flag):
-                writers[flag] = AtomicWriter(getattr(args, flag), f"--{flag}")
+        nonlocal A, B, writers
+        writers = check_outputs(args)
         A, B = load_inputs(args, stats)
+        if "out" in writers:  # refuse now rather than after the whole computation
+            dtype_c = result_dtype(A.dtype, B.dtype)
+            writers["out"].check_space(npy_bytes((A.shape[0], B.shape[1]), dtype_c))
         # Shapes, dtypes and the grid are matmul's to check (it broadcasts
         # its own verdict); here only what matmul cannot see: files, paths.
         return {}
@@ -176,6 +207,7 @@ def run(args, comm: MPI.Comm) -> int:
     options = {"tasks_per_message": args.tasks_per_message, "keep_blocks": args.keep_blocks} \
         if args.strategy == "dot" else {}
     show = comm.rank == root and not args.quiet and (args.progress or sys.stderr.isatty())
+    failure = None  # the one line of a late failure (exit 1)
     with Progress(stats, show):
         C = api.matmul(A, B, comm=comm, root=root, grid=args.grid, strategy=args.strategy,
                        blas_threads=args.blas_threads, stats=stats, **options)
@@ -187,9 +219,19 @@ def run(args, comm: MPI.Comm) -> int:
                 code = EXIT_VERIFY
             elif "out" in writers:
                 with stats.phase("write"):
-                    writers["out"].write_npy(C)
-    per_rank = control.gather_json(comm, stats.as_dict(), root)
+                    try:
+                        writers["out"].prepare_npy(C)
+                    except OutputError as exc:
+                        code, failure = EXIT_FAILURE, str(exc)
+    # A rank whose launcher died (its parent changed) is an orphan of a job
+    # mpiexec has already given up on: then nothing is committed.
+    gathered = control.gather_json(comm, {"stats": stats.as_dict(), "whole": os.getppid() == LAUNCHER},
+                                   root)
     if comm.rank == root:
+        per_rank = [g["stats"] for g in gathered]
+        if code == EXIT_OK and not all(g["whole"] for g in gathered):
+            lost = [r for r, g in enumerate(gathered) if not g["whole"]]
+            code, failure = EXIT_FAILURE, f"the launcher of rank(s) {lost} is gone: nothing written"
         rep = report.build(
             shape=[A.shape[0], A.shape[1], B.shape[1]], dtype_a=str(A.dtype), dtype_b=str(B.dtype),
             dtype_c=str(C.dtype), inputs="files" if args.a else "random",
@@ -197,11 +239,27 @@ def run(args, comm: MPI.Comm) -> int:
             phases=stats.phases, recorded=stats.extra, per_rank=per_rank,
             verification=verdict.as_dict(), exit_code=code,
             sizes={"A": int(A.nbytes), "B": int(B.nbytes), "C": int(C.nbytes)},
-            versions=versions(), out=args.out if code == EXIT_OK else None)
-        if "report" in writers:
-            writers["report"].write_text(json.dumps(rep, indent=2) + "\n")
+            versions=versions(), out=args.out if code == EXIT_OK and "out" in writers else None)
+        code, failure = commit(writers, rep, code, failure)
         if not args.quiet:
             print(report.human(rep), flush=True)
         if code == EXIT_VERIFY:
             print(f"mpimat: error: verification failed: {verdict.detail}", file=sys.stderr, flush=True)
+        elif failure:
+            print(f"mpimat: error: {printable(failure)}", file=sys.stderr, flush=True)
     return int(control.bcast_json(comm, code, root))
+
+
+def commit(writers: dict, rep: dict, code: int, failure):
+    """Rank 0: write the report, then put --out in place, only if all went well; (code, failure)."""
+    try:
+        if "report" in writers:
+            writers["report"].write_text(json.dumps(rep, indent=2) + "\n")
+        if "out" in writers and code == EXIT_OK:
+            writers["out"].commit()
+    except OutputError as exc:
+        code, failure = EXIT_FAILURE, str(exc)
+    finally:
+        if "out" in writers:
+            writers["out"].discard()  # nothing, once committed
+    return code, failure
