@@ -46,6 +46,7 @@ FIELDS: Dict[str, str] = {
     "rows_reused": "dot (root): rows a worker already held (keep_blocks)",
     "cols_reused": "dot (root): columns a worker already held (keep_blocks)",
     "keep_cache_slots": "dot (root, keep_blocks): cache slots per worker {rows, cols}",
+    "host": "cli: the rank's host (MPI_Get_processor_name)",
     "memory_budget_bytes": "cli: what this rank could still allocate at the start (memory.available: "
                            "MemAvailable, the cgroup's memory.max, RLIMIT_AS)",
     "tracemalloc_paused": "stats: tracing was paused in a hot loop; peak_traced_bytes is an upper bound",

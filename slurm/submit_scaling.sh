@@ -22,6 +22,7 @@ ranks=${MPIMAT_SCALING_RANKS:-1 2 4 8}
 size=${MPIMAT_SCALING_SIZE:-4096}
 dir=${MPIMAT_SCALING_DIR:-}
 sbatch_opts=()
+collect_opts=()   # the same options for the one-task collect job, less the node layout
 mpimat_opts=()
 
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -37,8 +38,10 @@ while [ $# -gt 0 ]; do
         --dir=*) dir=${1#*=}; shift ;;
         -n|--ntasks|--ntasks=*|--array|--array=*)
             echo "submit_scaling: $1 is set from --ranks" >&2; exit 2 ;;
+        -N|--nodes|--ntasks-per-node) sbatch_opts+=("$1" "$2"); shift 2 ;;
+        -N*|--nodes=*|--ntasks-per-node=*) sbatch_opts+=("$1"); shift ;;
         --) shift; mpimat_opts=("$@"); break ;;
-        *) sbatch_opts+=("$1"); shift ;;
+        *) sbatch_opts+=("$1"); collect_opts+=("$1"); shift ;;
     esac
 done
 
@@ -64,7 +67,7 @@ array=${array%%;*}
 # scaling.sbatch's default reports directory, known once the array has its id.
 [ -n "$dir" ] || dir=$PWD/scaling-$array
 collect=$(MPIMAT_SCALING_DIR=$dir sbatch --parsable --dependency="afterok:$array" --kill-on-invalid-dep=yes --ntasks=1 \
-    "${sbatch_opts[@]}" "$here/collect.sbatch" "$dir")
+    "${collect_opts[@]}" "$here/collect.sbatch" "$dir")
 collect=${collect%%;*}
 echo "submitted array job $array (ranks ${rank_list[*]}, allocation of $max tasks each) and collect job $collect" >&2
 echo "results: $dir/scaling.md, $dir/scaling.png" >&2

@@ -189,7 +189,7 @@ def run(args, comm: MPI.Comm) -> int:
     root = 0
     writers = {}
     A = B = None
-    stats.record(memory_budget_bytes=int(min(memory.available()[0], 2 ** 62)))
+    stats.record(memory_budget_bytes=int(min(memory.available()[0], 2 ** 62)), host=MPI.Get_processor_name())
 
     def decide():
         nonlocal A, B, writers
