@@ -21,6 +21,7 @@ from . import auto, compute, control, memory, options as strategy_options
 from .errors import InputError
 from .operands import check_operands, order_of, result_dtype
 from .partition import Grid, grid_for, parse_grid
+from .session import Session, session
 from .stats import Stats
 
 
@@ -42,6 +43,7 @@ class Job:
     strategy: str
     blas_threads: Optional[int]
     options: object  # options.TilesOptions / DotOptions / None
+    session: Session  # what is cached on the caller's communicator (grid communicators)
 
 
 # Strategy name -> run(A, B, job, stats) returning C on the root.
@@ -95,38 +97,16 @@ def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
     }
 
 
-def make_job(comm: MPI.Comm, root: int, agreed: dict, blas_threads: Optional[int]) -> Job:
+def make_job(cached: Session, root: int, agreed: dict, blas_threads: Optional[int]) -> Job:
     if blas_threads is None:
-        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        blas_threads = compute.default_blas_threads(local.size)
-        local.Free()
+        blas_threads = compute.default_blas_threads(cached.ranks_on_node)
     return Job(
-        comm=comm, root=root, m=agreed["m"], k=agreed["k"], n=agreed["n"],
+        comm=cached.comm, root=root, session=cached, m=agreed["m"], k=agreed["k"], n=agreed["n"],
         dtype_a=np.dtype(agreed["dtype_a"]), dtype_b=np.dtype(agreed["dtype_b"]),
         dtype_c=np.dtype(agreed["dtype_c"]), order_a=agreed["order_a"], order_b=agreed["order_b"],
         grid=Grid(*agreed["grid"]), strategy=agreed["strategy"], blas_threads=blas_threads,
         options=strategy_options.build(agreed["strategy"], agreed["options"]),
     )
-
-
-def check_root(comm: MPI.Comm, root: int) -> None:
-    """Every rank must name the same, existing root: ValueError on every rank otherwise.
-
-    One small allreduce: ranks naming different roots would each wait in a
-    broadcast from a different rank, forever; a rank with an impossible root
-    still takes part, so the others learn of it instead of waiting.
-    """
-    valid = isinstance(root, (int, np.integer)) and not isinstance(root, bool) and 0 <= root < comm.size
-    mine = int(root) if valid else -1
-    seen = np.array([mine, -mine], dtype=np.int64)
-    comm.Allreduce(MPI.IN_PLACE, [seen, MPI.INT64_T], op=MPI.MIN)
-    if not valid:
-        raise ValueError(f"root must be a rank of the communicator (0..{comm.size - 1}), got {root!r}")
-    if seen[0] < 0:
-        raise ValueError("root= is not a rank of the communicator on another rank")
-    if seen[0] != -seen[1]:
-        raise ValueError(f"root= differs between ranks (from {seen[0]} to {-seen[1]}): "
-                         "every rank must pass the same root")
 
 
 def check_memory(job: Job) -> None:
@@ -167,28 +147,26 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     name is a TypeError).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
-    check_root(comm, root)
     stats = Stats() if stats is None else stats
-    # A private communicator keeps our messages apart from the caller's.
-    comm = comm.Dup()
-    try:
-        if comm.rank == root:
-            def decide():
-                nonlocal A, B
-                A, B = check_operands(A, B)
-                return decide_job(A, B, comm.size, grid, strategy, blas_threads, options)
-        else:
-            decide = None
-            A = B = None
-        agreed = control.agree(comm, root, decide)
-        job = make_job(comm, root, agreed, blas_threads)
-        check_memory(job)
-        stats.record(grid=str(job.grid), blas_threads=job.blas_threads)
-        if agreed["auto"]:
-            stats.record(auto=agreed["auto"])
-        return STRATEGIES[job.strategy](A, B, job, stats)
-    finally:
-        comm.Free()
+    # The private duplicate of comm and what derives from it, made by the first call.
+    cached = session(comm)
+    comm = cached.comm
+    if comm.rank == root:
+        def decide():
+            nonlocal A, B
+            A, B = check_operands(A, B)
+            return decide_job(A, B, comm.size, grid, strategy, blas_threads, options)
+    else:
+        decide = None
+        A = B = None
+    # One small allreduce: every rank names the same root, and learns the job.
+    agreed = control.settle(comm, root, decide, cached.scratch)
+    job = make_job(cached, root, agreed, blas_threads)
+    check_memory(job)
+    stats.record(grid=str(job.grid), blas_threads=job.blas_threads)
+    if agreed["auto"]:
+        stats.record(auto=agreed["auto"])
+    return STRATEGIES[job.strategy](A, B, job, stats)
 
 
 def _register_builtin() -> None:

@@ -23,26 +23,38 @@ def default_blas_threads(ranks_on_node: int) -> Optional[int]:
     return None if ranks_on_node <= 1 else 1
 
 
-_controller = None
+_blas_libraries = None
 
 
 @contextmanager
 def blas_threads(threads: Optional[int]):
     """Limit BLAS to `threads` threads inside the block (None: no limit).
 
-    One ThreadpoolController is kept for the process: building one inspects
-    every loaded library (about a millisecond), too slow to do per call.
+    The BLAS libraries are found once per process (threadpoolctl inspects
+    every loaded library, about a millisecond); then each library's thread
+    count is read and set directly, only where it differs (a few
+    microseconds: threadpoolctl's own limit() costs ~50 us per call, more
+    than a small product).
     """
-    global _controller
+    global _blas_libraries
     if threads is None:
         yield
         return
-    if _controller is None:
+    if _blas_libraries is None:
         from threadpoolctl import ThreadpoolController
 
-        _controller = ThreadpoolController()
-    with _controller.limit(limits=threads, user_api="blas"):
+        _blas_libraries = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    changed = []
+    for lib in _blas_libraries:
+        before = lib.get_num_threads()
+        if before != threads:
+            lib.set_num_threads(threads)
+            changed.append((lib, before))
+    try:
         yield
+    finally:
+        for lib, before in changed:
+            lib.set_num_threads(before)
 
 
 def local_product(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -31,31 +31,80 @@ def bcast_json(comm: MPI.Comm, obj: Any, root: int = 0) -> Any:
     return obj if comm.rank == root else json.loads(payload.tobytes().decode())
 
 
+def verdict_of(decide: Callable[[], Any]) -> dict:
+    """Run `decide` (on the root) and turn its outcome into a JSON-able verdict.
+
+    Whatever goes wrong on the root must reach every rank, or they would
+    wait in the broadcast forever.
+    """
+    try:
+        return {"ok": True, "plan": decide()}
+    except InputError as exc:
+        return {"ok": False, "kind": exc.kind, "message": str(exc)}
+    except (ValueError, TypeError) as exc:  # e.g. a grid string that does not parse
+        kind = "TypeError" if isinstance(exc, TypeError) else "ValueError"
+        return {"ok": False, "kind": kind, "message": str(exc)}
+    except Exception as exc:  # e.g. an operand's __array__ raising RuntimeError
+        return {"ok": False, "kind": "ValueError", "message": f"{type(exc).__name__} on the root rank: {exc}"}
+
+
+def outcome(verdict: dict) -> Any:
+    """The verdict's plan, or its exception raised."""
+    if not verdict["ok"]:
+        raise_input_error(verdict["message"], verdict["kind"])
+    return verdict["plan"]
+
+
 def agree(comm: MPI.Comm, root: int, decide: Optional[Callable[[], Any]]) -> Any:
     """Run `decide` on the root, broadcast its result or its InputError.
 
     Every rank returns the same JSON-able value or raises the same exception
     (`decide` is only called, and only needed, on the root).
     """
-    if comm.rank == root:
-        # Whatever goes wrong on the root must reach every rank, or they
-        # would wait in the broadcast forever.
-        try:
-            verdict = {"ok": True, "plan": decide()}
-        except InputError as exc:
-            verdict = {"ok": False, "kind": exc.kind, "message": str(exc)}
-        except (ValueError, TypeError) as exc:  # e.g. a grid string that does not parse
-            kind = "TypeError" if isinstance(exc, TypeError) else "ValueError"
-            verdict = {"ok": False, "kind": kind, "message": str(exc)}
-        except Exception as exc:  # e.g. an operand's __array__ raising RuntimeError
-            verdict = {"ok": False, "kind": "ValueError",
-                       "message": f"{type(exc).__name__} on the root rank: {exc}"}
-    else:
-        verdict = None
-    verdict = bcast_json(comm, verdict, root)
-    if not verdict["ok"]:
-        raise_input_error(verdict["message"], verdict["kind"])
-    return verdict["plan"]
+    verdict = verdict_of(decide) if comm.rank == root else None
+    return outcome(bcast_json(comm, verdict, root))
+
+
+SETTLE_BYTES = 1024  # one message: root check (16 bytes), length (8), a typical job (~400)
+
+
+def settle(comm: MPI.Comm, root, decide: Optional[Callable[[], Any]], scratch: np.ndarray) -> Any:
+    """agree() and a check that every rank names the same root, in one small allreduce.
+
+    Each rank writes the root it names, and its bytes' complement; the root
+    also writes its verdict (length, then JSON), every other rank zeros.  An
+    element-wise MAX then gives the root's verdict, and each rank sees its own
+    root bytes and complement come back unchanged only if every rank named
+    the same root (a byte that differs makes MAX differ from the smaller one's
+    byte or from the larger one's complement).  `scratch`: SETTLE_BYTES
+    uint8, reused between calls.  Raises ValueError on every rank when the
+    roots differ or do not exist; verdicts longer than the buffer follow in
+    a broadcast.
+    """
+    valid = isinstance(root, (int, np.integer)) and not isinstance(root, bool) and 0 <= root < comm.size
+    mine = np.array([int(root) if valid else -1], dtype=">i8").view(np.uint8)
+    payload = b""
+    if valid and comm.rank == root:
+        payload = json.dumps(verdict_of(decide)).encode()
+    scratch[:] = 0
+    scratch[0:8] = mine
+    scratch[8:16] = ~mine
+    scratch[16:24] = np.array([len(payload)], dtype=">i8").view(np.uint8)
+    first = min(len(payload), SETTLE_BYTES - 24)
+    scratch[24:24 + first] = np.frombuffer(payload[:first], dtype=np.uint8)
+    comm.Allreduce(MPI.IN_PLACE, [scratch, MPI.UINT8_T], op=MPI.MAX)
+    if not valid:
+        raise ValueError(f"root must be a rank of the communicator (0..{comm.size - 1}), got {root!r}")
+    if not (np.array_equal(scratch[0:8], mine) and np.array_equal(scratch[8:16], ~mine)):
+        raise ValueError("root= differs between ranks (or is not a rank on some): every rank must pass the same root")
+    length = int(scratch[16:24].view(">i8")[0])
+    data = bytearray(scratch[24:24 + min(length, SETTLE_BYTES - 24)].tobytes())
+    if length > SETTLE_BYTES - 24:
+        rest = np.frombuffer(bytearray(payload[SETTLE_BYTES - 24:]), dtype=np.uint8) if comm.rank == root else \
+            np.empty(length - (SETTLE_BYTES - 24), dtype=np.uint8)
+        comm.Bcast([rest, MPI.BYTE], root=root)
+        data += rest.tobytes()
+    return outcome(json.loads(data.decode()))
 
 
 def gather_json(comm: MPI.Comm, obj: Any, root: int = 0):

@@ -156,6 +156,10 @@ class Exchange:
         self.panels = self.plan.tile_panels(self.tile, whole_tail=gc.is_root)
         # takeover.py: the root asks early (before its last panel) if it has more than one.
         self.rounds = 2 if len(self.plan.tile_panels(layout.tile(0), whole_tail=True)) > 1 else 1
+        # Take-over needs a tail cut into pieces; a product too small for them
+        # (a solver's small calls) skips the protocol and its messages.
+        self.takeover = any(len(self.plan.tile_panels(t)) > self.plan.tail_start(t) + 1
+                            for t in layout.tiles()[1:] if not t.empty)
 
     def progress(self) -> None:
         if self.pending:
@@ -186,8 +190,10 @@ class RootExchange(Exchange):
         self.post_sends(A, B)
         self.post_gather()
         self.late = [t for t in layout.tiles()[1:] if not t.empty]
-        self.asker = Ask(gc.comm, [gc.world(t.rank) for t in self.late],
-                         [len(self.plan.tile_panels(t)) for t in self.late], self.rounds)
+        self.asker: Optional[Ask] = None
+        if self.takeover:
+            self.asker = Ask(gc.comm, [gc.world(t.rank) for t in self.late],
+                             [len(self.plan.tile_panels(t)) for t in self.late], self.rounds)
         self.started = time.monotonic_ns()
 
     def post_sends(self, A: np.ndarray, B: np.ndarray) -> None:
@@ -253,7 +259,7 @@ class RootExchange(Exchange):
         """
         for tile in self.layout.tiles()[1:]:
             panels = self.plan.tile_panels(tile)
-            self.receive_panels(tile.rank, panels[:self.plan.tail_start(tile)])
+            self.receive_panels(tile.rank, panels[:self.plan.tail_start(tile)] if self.takeover else panels)
 
     def receive_panels(self, gridrank: int, panels) -> None:
         C = self.C
@@ -265,7 +271,7 @@ class RootExchange(Exchange):
     def root_work(self):
         """The root's panels: its own tile, then what it takes over from late ranks."""
         for i, panel in enumerate(self.panels):
-            if self.rounds == 2 and i == len(self.panels) - 1:
+            if self.asker is not None and self.rounds == 2 and i == len(self.panels) - 1:
                 # Starting its last panel: ask early, saying when it expects to be free.
                 now = time.monotonic_ns()
                 done, left = sum(area(p) for p in self.panels[:i]), area(panel)
@@ -276,7 +282,7 @@ class RootExchange(Exchange):
     def take_over(self):
         """The root, after its own tile: yield the panels it computes for late ranks."""
         taken = 0
-        for i, keep, before, final in self.asker:
+        for i, keep, before, final in self.asker or ():
             panels, tail = self.plan.tile_panels(self.late[i]), self.plan.tail_start(self.late[i])
             if not tail <= keep <= before:
                 raise RuntimeError(f"rank {self.asker.ranks[i]} kept {keep} of {before} panels")
@@ -310,7 +316,7 @@ class RankExchange(Exchange):
         self.spent, self.spare, self.spare_used = 0, None, 0
         self.post_receives()
         self.offer: Optional[Offer] = None
-        if self.panels:
+        if self.panels and self.takeover:
             self.offer = Offer(gc.comm, gc.root, self.panels, self.plan.tail_start(self.tile), self.rounds)
 
     def post_receives(self) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .compute import blas_threads, local_product
 from .buffers import fresh
-from .movement import GridComm, RankExchange, RootExchange
+from .movement import RankExchange, RootExchange
 from .partition import Layout
 from .stats import Stats
 
@@ -42,43 +42,41 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
     """
     opts = job.options
     layout = Layout(job.m, job.k, job.n, job.grid)
-    gc = GridComm(job.comm, job.root, job.grid)
-    try:
-        with stats.phase("distribute"):
-            # The root's C receives other ranks' panels: map its pages first.
-            C = fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
-            if gc.is_root:
-                ex = RootExchange(gc, layout, A, B, C, job.order_a, job.order_b, stats,
-                                  opts.panel_flops, opts.tail_flops)
-            else:
-                ex = RankExchange(gc, layout, job.dtype_a, job.dtype_b, job.dtype_c, job.order_a, job.order_b,
-                                  stats, opts.panel_flops, opts.tail_flops)
-        with stats.phase("compute"), blas_threads(job.blas_threads):
-            if gc.is_root:
-                # Its own panels, then the ends of late ranks' tiles
-                # (takeover.py), straight from A and B into C.
-                for r0, r1, c0, c1 in ex.root_work():
-                    local_product(A[r0:r1, :], B[:, c0:c1], out=C[r0:r1, c0:c1])
-                    ex.progress()
-                # Waiting for the late ranks' answers is gathering, not compute.
+    gc = job.session.grid_comm(job.root, job.grid)  # made once per communicator, root and grid
+    with stats.phase("distribute"):
+        # The root's C receives other ranks' panels: map its pages first.
+        C = fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
+        if gc.is_root:
+            ex = RootExchange(gc, layout, A, B, C, job.order_a, job.order_b, stats,
+                              opts.panel_flops, opts.tail_flops)
+        else:
+            ex = RankExchange(gc, layout, job.dtype_a, job.dtype_b, job.dtype_c, job.order_a, job.order_b,
+                              stats, opts.panel_flops, opts.tail_flops)
+    with stats.phase("compute"), blas_threads(job.blas_threads):
+        if gc.is_root:
+            # Its own panels, then the ends of late ranks' tiles
+            # (takeover.py), straight from A and B into C.
+            for r0, r1, c0, c1 in ex.root_work():
+                local_product(A[r0:r1, :], B[:, c0:c1], out=C[r0:r1, c0:c1])
+                ex.progress()
+            # Waiting for the late ranks' answers is gathering, not compute.
+            if ex.asker is not None:
                 stats.reassign(ex.asker.idle, "compute", "gather")
-                stats.record(panels=len(ex.panels))
-            else:
-                waited, done = 0.0, 0
-                for i in range(len(ex.panels)):
-                    if not ex.keep(i):  # the root computes the rest of this tile
-                        break
-                    done += 1
-                    started = time.perf_counter()
-                    a, b = ex.panel(i)
-                    waited += time.perf_counter() - started
-                    ex.send_panel(local_product(a, b, out=ex.result_buffer(i, job.dtype_c)))
-                    ex.progress()
-                # Waiting for a panel's inputs is distribution, not compute.
-                stats.reassign(waited, "compute", "distribute")
-                stats.record(panels=done)
-        with stats.phase("gather"):
-            ex.finish()
-        return C
-    finally:
-        gc.free()
+            stats.record(panels=len(ex.panels))
+        else:
+            waited, done = 0.0, 0
+            for i in range(len(ex.panels)):
+                if not ex.keep(i):  # the root computes the rest of this tile
+                    break
+                done += 1
+                started = time.perf_counter()
+                a, b = ex.panel(i)
+                waited += time.perf_counter() - started
+                ex.send_panel(local_product(a, b, out=ex.result_buffer(i, job.dtype_c)))
+                ex.progress()
+            # Waiting for a panel's inputs is distribution, not compute.
+            stats.reassign(waited, "compute", "distribute")
+            stats.record(panels=done)
+    with stats.phase("gather"):
+        ex.finish()
+    return C
