@@ -19,7 +19,7 @@ from mpi4py import MPI
 
 from . import auto, compute, control, memory, options as strategy_options
 from .errors import InputError
-from .operands import check_operands, order_of, result_dtype
+from .operands import as_matrices, as_numpy_result, check_operands, order_of, result_dtype
 from .partition import Grid, grid_for, parse_grid
 from .session import Session, session
 from .stats import Stats
@@ -135,7 +135,9 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
 
     A and B are needed on `root` only (pass anything, e.g. None, elsewhere).
     Returns C on `root` and None on the other ranks.  The result has numpy's
-    dtype and values for every dtype numpy's `@` accepts.
+    dtype, values and shape for every dtype numpy's `@` accepts and for 1-D
+    operands (numpy's rules: `A @ x` and `x @ B` are vectors, `x @ y` a
+    scalar); stacks of matrices (3-D and more) are refused.
 
     grid: "PRxPC" or a partition.Grid to force the process grid (default:
     the grid that moves the fewest bytes).  strategy: "tiles", "dot" or
@@ -151,10 +153,14 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     # The private duplicate of comm and what derives from it, made by the first call.
     cached = session(comm)
     comm = cached.comm
+    ndims = None
     if comm.rank == root:
         def decide():
-            nonlocal A, B
+            nonlocal A, B, ndims
             A, B = check_operands(A, B)
+            ndims = A.ndim, B.ndim
+            # Vectors (numpy's 1-D rules) travel as 1-row / 1-column matrices.
+            A, B = as_matrices(A, B)
             return decide_job(A, B, comm.size, grid, strategy, blas_threads, options)
     else:
         decide = None
@@ -166,7 +172,8 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     stats.record(grid=str(job.grid), blas_threads=job.blas_threads)
     if agreed["auto"]:
         stats.record(auto=agreed["auto"])
-    return STRATEGIES[job.strategy](A, B, job, stats)
+    C = STRATEGIES[job.strategy](A, B, job, stats)
+    return as_numpy_result(C, *ndims) if C is not None else None
 
 
 def _register_builtin() -> None:

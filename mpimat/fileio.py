@@ -120,17 +120,17 @@ def one_line(exc: BaseException) -> str:
 
 
 def load_npy(path: str, dtype: Optional[np.dtype] = None, what: str = "") -> np.ndarray:
-    """Load a 2-D numeric .npy file into native byte order (cast to dtype)."""
+    """Load a numeric vector or matrix (.npy, 1-D or 2-D) into native byte order (cast to dtype)."""
     label = what or path
     fp = open_regular(path, label)
     with fp:
         shape, fortran, file_dtype = read_header(fp, path)
         check_dtype(file_dtype, label)
-        if len(shape) != 2:
-            raise InputError(f"{label}: expected a 2-D matrix, got {len(shape)}-D shape {shape}")
+        if len(shape) not in (1, 2):
+            raise InputError(f"{label}: expected a 1-D vector or a 2-D matrix, got {len(shape)}-D shape {shape}")
         target = np.dtype(dtype) if dtype is not None else file_dtype.newbyteorder("=")
         check_dtype(target, label)
-        count = shape[0] * shape[1]
+        count = int(np.prod(shape))
         nbytes = count * file_dtype.itemsize
         offset = fp.tell()
         size = os.fstat(fp.fileno()).st_size
@@ -139,7 +139,7 @@ def load_npy(path: str, dtype: Optional[np.dtype] = None, what: str = "") -> np.
                 f"{path}: truncated .npy file: header says {shape} {file_dtype} "
                 f"({nbytes} bytes) but only {max(size - offset, 0)} bytes follow"
             )
-        short = memory.shortfall(count * target.itemsize, f"{label} ({shape[0]}x{shape[1]} {target})")
+        short = memory.shortfall(count * target.itemsize, f"{label} ({'x'.join(map(str, shape))} {target})")
         if short:
             raise InputError(short)
         out = np.empty(shape, dtype=target, order="F" if fortran else "C")

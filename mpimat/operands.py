@@ -58,21 +58,50 @@ def result_dtype(dtype_a: np.dtype, dtype_b: np.dtype) -> np.dtype:
         raise InputError(f"numpy cannot multiply {dtype_a} by {dtype_b}: {exc}", kind="TypeError") from None
 
 
+def as_matrices(A: np.ndarray, B: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """numpy's 1-D rules for `A @ B`: a 1-D A is a row (1, k), a 1-D B a column (k, 1) (views)."""
+    return (A.reshape(1, -1) if A.ndim == 1 else A), (B.reshape(-1, 1) if B.ndim == 1 else B)
+
+
+def as_numpy_result(C: np.ndarray, ndim_a: int, ndim_b: int):
+    """The (m, n) product in the shape numpy's `A @ B` gives for operands of these ranks.
+
+    A 1-D operand's dimension is dropped from the result; two 1-D operands
+    give a scalar, as numpy does.
+    """
+    if ndim_a == 1 and ndim_b == 1:
+        return C[0, 0]
+    if ndim_a == 1:
+        return C[0]
+    if ndim_b == 1:
+        return C[:, 0]
+    return C
+
+
 def check_operands(A, B) -> Tuple[np.ndarray, np.ndarray]:
-    """Root-side validation; returns native-order, contiguous 2-D arrays."""
+    """Root-side validation; returns native-order, contiguous arrays of 1 or 2 dimensions.
+
+    Vectors follow numpy's rules (as_matrices); stacks of matrices (3-D and
+    more) and scalars are refused.
+    """
     out = []
     for name, X in (("A", A), ("B", B)):
         if X is None:
             raise InputError(f"{name} is missing on the root rank")
         X = np.asarray(X)
         check_dtype(X.dtype, name)
-        if X.ndim != 2:
-            raise InputError(f"{name} must be a 2-D matrix, got {X.ndim}-D shape {X.shape}")
+        if X.ndim not in (1, 2):
+            raise InputError(f"{name} must be a 1-D vector or a 2-D matrix, got {X.ndim}-D shape {X.shape}")
         out.append(native(X))
     A, B = out
-    if A.shape[1] != B.shape[0]:
+    A2, B2 = as_matrices(A, B)
+    if A2.shape[1] != B2.shape[0]:
         raise InputError(
-            f"shape mismatch: A is {A.shape[0]}x{A.shape[1]} and B is {B.shape[0]}x{B.shape[1]}: "
-            f"A's columns ({A.shape[1]}) must equal B's rows ({B.shape[0]})"
+            f"shape mismatch: A is {shape_text(A)} and B is {shape_text(B)}: "
+            f"A's columns ({A2.shape[1]}) must equal B's rows ({B2.shape[0]})"
         )
     return A, B
+
+
+def shape_text(X: np.ndarray) -> str:
+    return "x".join(map(str, X.shape)) if X.ndim == 2 else f"a vector of {X.shape[0]}"

@@ -99,7 +99,7 @@ def test_forced_grid_and_int_dtype_report(tmp_path):
 
 def write_bad_inputs(tmp):
     np.save(tmp / "ok.npy", np.ones((3, 3)))
-    np.save(tmp / "vec.npy", np.ones(3))
+    np.save(tmp / "cube.npy", np.ones((3, 3, 3)))
     np.save(tmp / "wide.npy", np.ones((4, 5)))
     (tmp / "garbage.npy").write_bytes(b"this is not a numpy file at all")
     full = (tmp / "ok.npy").read_bytes()
@@ -116,7 +116,7 @@ BAD_INPUTS = [
     (["--a", "garbage.npy", "--b", "ok.npy"], "not a valid .npy"),
     (["--a", "trunc.npy", "--b", "ok.npy"], "truncated"),
     (["--a", "obj.npy", "--b", "ok.npy"], "object (pickled) arrays are not supported"),
-    (["--a", "vec.npy", "--b", "ok.npy"], "2-D"),
+    (["--a", "cube.npy", "--b", "ok.npy"], "2-D"),
     (["--a", "ok.npy", "--b", "wide.npy"], "shape mismatch"),
     (["--size", 4, "--out", "nodir/C.npy"], "does not exist"),
     (["--size", 4, "--out", "adir"], "is a directory"),
@@ -230,3 +230,22 @@ def test_zero_sized(tmp_path):
     proc = run_mpimat(["--shape", 0, 5, 3, "--out", "C.npy"], n=3, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert np.load(tmp_path / "C.npy").shape == (0, 3)
+
+
+def test_vectors_in_files_follow_numpys_rules(tmp_path):
+    rng = np.random.default_rng(4)
+    A, x = rng.standard_normal((31, 17)), rng.standard_normal(17)
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_mpimat(["--a", "A.npy", "--b", "x.npy", "--out", "y.npy", "--report", "r.json", "--quiet"],
+                      n=3, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (31,)
+    np.testing.assert_allclose(y, A @ x, rtol=1e-12)
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["shape"] == [31, 17, 1] and rep["verification"]["passed"]
+    proc = run_mpimat(["--a", "x.npy", "--b", "x.npy", "--out", "s.npy", "--quiet"], n=2, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == () and np.isclose(s, x @ x)

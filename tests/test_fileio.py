@@ -74,8 +74,10 @@ def test_truncated_file(tmp_path):
 
 def test_wrong_rank_string_and_missing(tmp_path):
     np.save(tmp_path / "v.npy", np.ones(5))
+    assert load_npy(str(tmp_path / "v.npy")).shape == (5,)  # vectors follow numpy's 1-D rules
+    np.save(tmp_path / "t.npy", np.ones((2, 2, 2)))
     with pytest.raises(InputError, match="2-D"):
-        load_npy(str(tmp_path / "v.npy"))
+        load_npy(str(tmp_path / "t.npy"))
     np.save(tmp_path / "s.npy", np.array([["a", "b"]]))
     with pytest.raises(InputError, match="string"):
         load_npy(str(tmp_path / "s.npy"))

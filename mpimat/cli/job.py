@@ -22,7 +22,7 @@ from mpi4py import MPI
 from .. import api, control, generate, memory, report, verify
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
 from ..fileio import AtomicWriter, OutputError, load_npy, npy_bytes, printable, same_file
-from ..operands import result_dtype
+from ..operands import as_matrices, result_dtype
 from ..partition import parse_grid
 from ..stats import Stats
 from .args import ArgumentParser, dtype_arg, nonneg, positive
@@ -197,7 +197,8 @@ def run(args, comm: MPI.Comm) -> int:
         A, B = load_inputs(args, stats)
         if "out" in writers:  # refuse now rather than after the whole computation
             dtype_c = result_dtype(A.dtype, B.dtype)
-            writers["out"].check_space(npy_bytes((A.shape[0], B.shape[1]), dtype_c))
+            A2, B2 = as_matrices(A, B)
+            writers["out"].check_space(npy_bytes((A2.shape[0], B2.shape[1]), dtype_c))
         # Shapes, dtypes and the grid are matmul's to check (it broadcasts
         # its own verdict); here only what matmul cannot see: files, paths.
         return {}
@@ -213,8 +214,12 @@ def run(args, comm: MPI.Comm) -> int:
                        blas_threads=args.blas_threads, stats=stats, **options)
         code = EXIT_OK
         if comm.rank == root:
+            # numpy's shape for vectors; checked and reported as matrices.
+            C = np.asarray(C)
+            A, B = as_matrices(A, B)
+            C2 = C.reshape(A.shape[0], B.shape[1])
             with stats.phase("verify"):
-                verdict = verify.verify(args.verify, A, B, C)
+                verdict = verify.verify(args.verify, A, B, C2)
             if not verdict.passed:
                 code = EXIT_VERIFY
             elif "out" in writers:

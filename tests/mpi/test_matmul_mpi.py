@@ -137,7 +137,9 @@ def test_repeated_calls_and_blas_threads():
 BAD = [
     (lambda: (np.ones((3, 4)), np.ones((5, 2))), ValueError, "shape mismatch"),
     (lambda: (np.ones((2, 3, 4)), np.ones((4, 2))), ValueError, "2-D"),
-    (lambda: (np.ones(4), np.ones((4, 2))), ValueError, "2-D"),
+    (lambda: (np.ones(4), np.ones((2, 4, 2))), ValueError, "1-D vector or a 2-D matrix"),
+    (lambda: (np.float64(3.0), np.ones((1, 2))), ValueError, "1-D vector or a 2-D matrix"),
+    (lambda: (np.ones(4), np.ones((5, 2))), ValueError, "shape mismatch"),
     (lambda: (np.array([[object()]], dtype=object), np.ones((1, 1))), TypeError, "object"),
     (lambda: (np.array([["a"]]), np.array([["b"]])), TypeError, "string"),
     (lambda: (np.ones((2, 2), dtype="M8[s]"), np.ones((2, 2))), TypeError, "datetime"),
@@ -310,3 +312,22 @@ def test_a_rank_short_of_memory_refuses_on_every_rank():
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     assert len(set(comm.allgather(str(info.value)))) == 1
     assert "more ranks" in str(info.value)
+
+
+# numpy's 1-D rules: A @ x and x @ B are vectors, x @ y a scalar.
+@pytest.mark.parametrize("shapes", [((37, 23), (23,)), ((23,), (23, 29)), ((23,), (23,)), ((1,), (1, 5)),
+                                    ((0,), (0, 3)), ((4, 0), (0,))],
+                         ids=lambda s: " @ ".join(map(str, s)))
+@pytest.mark.parametrize("dtype", ["float64", "int16", "complex64", "bool"])
+def test_vectors_follow_numpys_rules(shapes, dtype):
+    rng = np.random.default_rng(21)
+    A = rng.integers(-5, 5, shapes[0]).astype(dtype)
+    B = rng.integers(-5, 5, shapes[1]).astype(dtype)
+    a, b = on_root(0, A, B)
+    C = matmul(a, b, comm=comm)
+    if comm.rank == 0:
+        want = A @ B
+        assert np.shape(C) == np.shape(want) and np.asarray(C).dtype == np.asarray(want).dtype
+        np.testing.assert_allclose(np.asarray(C).astype(np.complex128), np.asarray(want).astype(np.complex128),
+                                   rtol=1e-5)
+        assert isinstance(C, np.ndarray) == isinstance(want, np.ndarray)
