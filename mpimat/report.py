@@ -14,8 +14,11 @@ Top-level keys of the JSON report (build()):
   flops (2 m n k); gflops; verification (verify.Verdict.as_dict());
   exit_code; bytes (A, B, C sizes and sent_total, the payload all ranks
   sent); per_rank (each rank's Stats.as_dict(): phases, bytes_sent,
-  bytes_received, messages_sent, max_rss_bytes, peak_traced_bytes and its
-  recorded FIELDS); versions; out (the --out path, when written).
+  bytes_received, messages_sent, max_rss_bytes, peak_traced_bytes, its
+  recorded FIELDS, and events: [name, start, end, bytes] spans in seconds
+  from the job's start (a barrier): the phases, and for tiles each "panel"
+  computed (bytes of C) and each "wait" for a panel's inputs); versions;
+  out (the --out path, when written).
   Plus rank 0's recorded FIELDS at the top level (e.g. tasks for dot).
 """
 
@@ -104,3 +107,21 @@ def human(rep: dict) -> str:
     verdict = "skipped" if v["method"] == "none" else ("PASSED" if v["passed"] else "FAILED")
     lines.append(f"  verify     {v['method']}: {verdict} ({v['detail']})")
     return "\n".join(lines)
+
+
+def chrome_trace(rep: dict) -> dict:
+    """The report's events in Chrome's trace-event format (Perfetto, chrome://tracing): one track per rank."""
+    events = []
+    for rank, r in enumerate(rep["per_rank"]):
+        events.append({"name": "process_name", "ph": "M", "pid": rank, "tid": 0,
+                       "args": {"name": f"rank {rank}" + (f" ({r['host']})" if r.get("host") else "")}})
+        events.append({"name": "process_sort_index", "ph": "M", "pid": rank, "tid": 0, "args": {"sort_index": rank}})
+        for name, start, end, nbytes in r.get("events", []):
+            # Phases on one row, panels and waits (inside compute) on a second.
+            events.append({"name": name, "cat": "phase" if name in PHASES else "panel", "ph": "X",
+                           "pid": rank, "tid": 0 if name in PHASES else 1,
+                           "ts": round(start * 1e6, 3), "dur": round(max(end - start, 0.0) * 1e6, 3),
+                           "args": {"bytes": nbytes} if nbytes else {}})
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "otherData": {"shape": rep["shape"], "dtype": rep["dtype"], "strategy": rep["strategy"],
+                          "grid": rep["grid"]}}

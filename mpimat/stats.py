@@ -10,7 +10,7 @@ import sys
 import time
 import tracemalloc
 from contextlib import contextmanager
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .report import FIELDS, PHASES
 
@@ -28,6 +28,11 @@ class Stats:
         self.extra: Dict[str, object] = {}  # recorded figures (record); read-only elsewhere
         self.traced_floor = 0   # see untraced()
         self.untraced_live = 0
+        # The run's picture: (name, start, end, bytes) on this rank's perf_counter,
+        # reported relative to `origin` (the CLI sets it after a barrier, so
+        # ranks on one machine share it; see report.py "events").
+        self.events: List[Tuple[str, float, float, int]] = []
+        self.origin = time.perf_counter()
 
     @contextmanager
     def phase(self, name: str):
@@ -35,8 +40,14 @@ class Stats:
         try:
             yield
         finally:
-            self.add(name, time.perf_counter() - self.phase_started)
+            end = time.perf_counter()
+            self.add(name, end - self.phase_started)
+            self.events.append((name, self.phase_started, end, 0))
             self.current = None
+
+    def event(self, name: str, start: float, end: float, nbytes: int = 0) -> None:
+        """Record one span (a panel, a wait) for the timeline: a tuple append, nothing more."""
+        self.events.append((name, start, end, nbytes))
 
     def record(self, **figures) -> None:
         """Record named figures for the report; only names report.FIELDS documents."""
@@ -107,4 +118,6 @@ class Stats:
         }
         out.update(self.memory())
         out.update(self.extra)
+        out["events"] = [[name, round(t0 - self.origin, 6), round(t1 - self.origin, 6), nbytes]
+                         for name, t0, t1, nbytes in self.events]
         return out

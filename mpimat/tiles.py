@@ -57,7 +57,9 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
             # Its own panels, then the ends of late ranks' tiles
             # (takeover.py), straight from A and B into C.
             for r0, r1, c0, c1 in ex.root_work():
+                started = time.perf_counter()
                 local_product(A[r0:r1, :], B[:, c0:c1], out=C[r0:r1, c0:c1])
+                stats.event("panel", started, time.perf_counter(), (r1 - r0) * (c1 - c0) * C.itemsize)
                 ex.progress()
             # Waiting for the late ranks' answers is gathering, not compute.
             if ex.asker is not None:
@@ -71,8 +73,12 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
                 done += 1
                 started = time.perf_counter()
                 a, b = ex.panel(i)
-                waited += time.perf_counter() - started
-                ex.send_panel(local_product(a, b, out=ex.result_buffer(i, job.dtype_c)))
+                ready = time.perf_counter()
+                waited += ready - started
+                stats.event("wait", started, ready)
+                result = local_product(a, b, out=ex.result_buffer(i, job.dtype_c))
+                stats.event("panel", ready, time.perf_counter(), result.nbytes)
+                ex.send_panel(result)
                 ex.progress()
             # Waiting for a panel's inputs is distribution, not compute.
             stats.reassign(waited, "compute", "distribute")

@@ -3,6 +3,7 @@
     mpiexec -n 4 python -m mpimat [options]          # the job (job.py)
     python -m mpimat plan --size 4096 --ranks 16      # the cost model (plan.py)
     mpiexec -n 2 python -m mpimat calibrate           # measure this machine (calibrate.py)
+    python -m mpimat report run.json --timeline t.png # a picture of a run (timeline.py)
 
 Exit codes: 0 success, 2 usage or input error, 3 verification failed,
 1 anything else.  Every rank exits with the same code.  `main(argv, comm)`
@@ -25,13 +26,13 @@ from mpi4py import MPI
 
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, InputError
 from ..fileio import printable, remove_temp_files
-from . import calibrate, job, plan
+from . import calibrate, job, plan, timeline
 from .args import parse_or_help
 from .launcher import foreign_launcher_message
 from .teardown import unlink_segments
 
 # name -> module with parser() and run(args, comm) -> exit code
-SUBCOMMANDS = {"plan": plan, "calibrate": calibrate}
+SUBCOMMANDS = {"plan": plan, "calibrate": calibrate, "report": timeline}
 
 # The library's parameter names -> the flags that set them.
 FLAGS = {"grid": "--grid", "blas_threads": "--blas-threads", "strategy": "--strategy"}

@@ -28,6 +28,7 @@ from ..stats import Stats
 from .args import ArgumentParser, dtype_arg, nonneg, positive
 
 DEFAULT_SIZE = 2048
+OUTPUTS = ("out", "report", "trace")  # committed in this order, --out last
 LAUNCHER = os.getppid()  # the process that started this rank (mpiexec's proxy, slurmstepd, a shell)
 
 
@@ -62,6 +63,9 @@ def build_parser() -> ArgumentParser:
     out.add_argument("--verify", choices=("none", "freivalds", "exact"), default="freivalds",
                      help="check the product (default freivalds)")
     out.add_argument("--report", metavar="PATH", help="write a JSON report")
+    out.add_argument("--trace", metavar="PATH",
+                     help="write every rank's phases and panels as a Chrome trace (open in Perfetto or "
+                          "chrome://tracing); `python -m mpimat report REPORT --timeline PNG` draws them")
     out.add_argument("--quiet", action="store_true", help="no report or progress on stdout/stderr")
     out.add_argument("--progress", action="store_true",
                      help="show a progress line on rank 0's stderr even when it is not a terminal "
@@ -146,16 +150,19 @@ def load_inputs(args, stats: Stats):
 def check_outputs(args) -> dict:
     """Rank 0: the AtomicWriters of --out and --report, after refusing paths that clash."""
     writers = {}
-    for flag in ("out", "report"):
+    for flag in OUTPUTS:
         path = getattr(args, flag)
         if path is not None:
             writers[flag] = AtomicWriter(path, f"--{flag}")
-    if "out" in writers and "report" in writers and same_file(args.out, args.report):
-        raise InputError(f"--out {args.out} and --report {args.report} are the same file")
-    # --out may replace an input (inputs are read first); the report would destroy one.
-    for flag in ("a", "b"):
-        if "report" in writers and getattr(args, flag) and same_file(args.report, getattr(args, flag)):
-            raise InputError(f"--report {args.report} is the input --{flag}: refusing to overwrite it")
+    for i, one in enumerate(writers):
+        for other in list(writers)[i + 1:]:
+            if same_file(getattr(args, one), getattr(args, other)):
+                raise InputError(f"--{one} {getattr(args, one)} and --{other} {getattr(args, other)} are the same file")
+    # --out may replace an input (inputs are read first); a report or trace would destroy one.
+    for flag in ("report", "trace"):
+        for source in ("a", "b"):
+            if flag in writers and getattr(args, source) and same_file(getattr(args, flag), getattr(args, source)):
+                raise InputError(f"--{flag} {getattr(args, flag)} is the input --{source}: refusing to overwrite it")
     return writers
 
 
@@ -203,6 +210,8 @@ def run(args, comm: MPI.Comm) -> int:
         # its own verdict); here only what matmul cannot see: files, paths.
         return {}
 
+    comm.Barrier()
+    stats.origin = time.perf_counter()  # the timeline's zero, the same moment on every rank
     control.agree(comm, root, decide if comm.rank == root else None)
     # Only the dot strategy takes these flags (auto decides its own).
     options = {"tasks_per_message": args.tasks_per_message, "keep_blocks": args.keep_blocks} \
@@ -260,6 +269,8 @@ def commit(writers: dict, rep: dict, code: int, failure):
     try:
         if "report" in writers:
             writers["report"].write_text(json.dumps(rep, indent=2) + "\n")
+        if "trace" in writers:
+            writers["trace"].write_text(json.dumps(report.chrome_trace(rep)) + "\n")
         if "out" in writers and code == EXIT_OK:
             writers["out"].commit()
     except OutputError as exc:
