@@ -26,10 +26,10 @@ from mpi4py import MPI
 
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, InputError
 from ..fileio import printable, remove_temp_files
+from ..shm import unlink_segments
 from . import calibrate, job, plan, timeline
 from .args import parse_or_help
 from .launcher import foreign_launcher_message
-from .teardown import unlink_segments
 
 # name -> module with parser() and run(args, comm) -> exit code
 SUBCOMMANDS = {"plan": plan, "calibrate": calibrate, "report": timeline}

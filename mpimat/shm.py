@@ -6,8 +6,10 @@ aborted or killed skips it, and the segments stay until reboot.  No MPICH
 setting avoids them, but every process of a node maps all of its node's
 segments from MPI_Init on, so any one of them can unlink them: the mapping
 lives on until the processes end, and nothing new attaches during an abort.
-We unlink exactly the segments this process maps (read from
-/proc/self/maps), never anything else in /dev/shm.
+We unlink exactly the segments the ending processes map (read from
+/proc/PID/maps), never anything else in /dev/shm.  Ranks killed with
+SIGKILL, or while still inside MPI_Init (where no Python handler runs),
+cannot, and their node's segments stay.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import os
 SEGMENT_PREFIX = "/dev/shm/mpich_shm_"
 
 
-def mapped_segments() -> set:
-    """MPICH shared-memory segment files this process has mapped."""
+def mapped_segments(pid="self") -> set:
+    """MPICH shared-memory segment files process `pid` has mapped."""
     found = set()
     try:
-        with open("/proc/self/maps") as f:
+        with open(f"/proc/{pid}/maps") as f:
             for line in f:
                 path = line.rstrip("\n").split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
                 if path.startswith(SEGMENT_PREFIX):
@@ -31,9 +33,9 @@ def mapped_segments() -> set:
     return found
 
 
-def unlink_segments() -> None:
-    """Unlink this node's MPICH segments (call only when the job is ending abnormally)."""
-    for path in mapped_segments():
+def unlink_segments(paths=None) -> None:
+    """Unlink MPICH segments (default: this process's), only when their job is ending abnormally."""
+    for path in mapped_segments() if paths is None else paths:
         try:
             os.unlink(path)
         except OSError:  # another rank of the node was first
