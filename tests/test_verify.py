@@ -86,3 +86,171 @@ def test_mixed_dtypes():
     C = A @ B
     assert C.dtype == np.float64
     assert verify.freivalds(A, B, C).passed
+
+
+# -- added with the one-pass check (issue 13) --------------------------------
+
+ALL = FLOATS + INTS + ["int32", "uint16", "uint32", "bool", "longdouble"]
+
+
+@pytest.mark.parametrize("dtype", sorted(set(ALL)))
+def test_one_wrong_entry_fails_per_dtype(dtype):
+    A, B = random_pair(60, 50, 40, dtype, seed=8)
+    C = A @ B
+    assert verify.freivalds(A, B, C).passed
+    if C.dtype == np.bool_:
+        C[7, 9] = ~C[7, 9]
+    else:
+        # float16's rigorous rounding bound is wide (eps = 1e-3, k = 50): a
+        # change of 5 can hide in it; 1000 cannot.
+        C[7, 9] += 1000 if C.dtype == np.float16 else 5
+    # Fixed seeds: float16's error-to-bound ratio is at most about 12 here
+    # (|C| 1 is in the bound), so a random x this small would hide it once
+    # in ~2000 runs.
+    verdict = verify.freivalds(A, B, C, seed=0)
+    assert not verdict.passed, verdict.detail
+    assert not verify.verify("freivalds", A, B, C, seed=1, threads=1).passed
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "int64"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_fortran_and_strided_operands(dtype, order):
+    A, B = random_pair(70, 45, 33, dtype, seed=9)
+    A, B = np.asarray(A, order=order), np.asarray(B, order=order)
+    C = np.asarray(A @ B, order=order)
+    assert verify.freivalds(A, B, C).passed
+    assert verify.freivalds(A[::2], B, C[::2]).passed
+    C[3, 4] += 1
+    assert not verify.freivalds(A, B, C).passed
+
+
+def test_tiny_error_in_a_large_entry_is_caught():
+    """The bound is per row: an error far above one row's bound fails even
+    when other rows have entries a million times larger."""
+    A, B = random_pair(50, 40, 30, "float64", seed=10)
+    A[0] *= 1e6
+    C = A @ B
+    assert verify.freivalds(A, B, C).passed
+    C[20, 5] += 1e-6 * max(1.0, abs(C[20, 5]))
+    assert not verify.freivalds(A, B, C).passed
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "int16", "uint64"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_pass_is_independent_of_threads_and_blocks(dtype, threads, monkeypatch):
+    A, B = random_pair(300, 257, 130, dtype, seed=12)
+    C = A @ B
+    X = verify.freivalds_vectors(C.shape[1], 3, C.dtype, seed=1)
+    w = None if C.dtype.kind in "iu" else np.ones(C.shape[1])
+    monkeypatch.setattr(verify, "PARALLEL_BYTES", 1)  # threads even for small matrices
+    monkeypatch.setattr(verify, "PASS_BYTES", 4096)  # many panels
+    got_x, got_w = verify.freivalds_pass(C, X, w, threads=threads)
+    ref_x, ref_w = verify.freivalds_pass(C, X, w, threads=1)
+    assert np.array_equal(got_x, ref_x)
+    if w is not None:
+        assert np.array_equal(got_w, ref_w)
+        assert np.allclose(got_w, np.abs(C).astype(np.float64).sum(axis=1))
+        assert np.allclose(got_x, C.astype(X.dtype) @ X)
+    else:
+        assert np.array_equal(got_x, C @ X)  # wraps as numpy does
+    # Column blocks add up (the distributed check's reduction).
+    parts = [verify.freivalds_pass(np.asfortranarray(C[:, a:b]), X[a:b], None if w is None else w[a:b],
+                                   threads=threads) for a, b in [(0, 50), (50, 51), (51, 130)]]
+    summed = sum(p[0] for p in parts)
+    if w is None:
+        assert np.array_equal(summed, got_x)
+    else:
+        assert np.allclose(summed, got_x)
+        assert np.allclose(sum(p[1] for p in parts), got_w)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex64", "int32"])
+def test_blockwise_pieces_give_the_verdict(dtype):
+    """A distributed check: X from one seed, products per 2 x 2 block summed,
+    judged per row block; the verdicts combine to the whole one."""
+    A, B = random_pair(64, 48, 40, dtype, seed=13)
+    C = A @ B
+    m, k = A.shape
+    n = C.shape[1]
+    X = verify.freivalds_vectors(n, verify.default_rounds(C.dtype), C.dtype, seed=5)
+    assert np.array_equal(X, verify.freivalds_vectors(n, X.shape[1], C.dtype, seed=5))
+    floats = C.dtype.kind in "fc"
+    ones = np.ones(n) if floats else None
+
+    def check(C):
+        BX = np.zeros((k, X.shape[1]), X.dtype)
+        bB = np.zeros(k) if floats else None
+        for cols in [(0, 17), (17, n)]:
+            px, pw = verify.freivalds_pass(B[:, cols[0]:cols[1]], X[cols[0]:cols[1]],
+                                           None if ones is None else ones[cols[0]:cols[1]])
+            BX += px
+            if floats:
+                bB += pw
+        verdicts = []
+        for rows in [(0, 30), (30, m)]:
+            CX = sum(verify.freivalds_pass(C[rows[0]:rows[1], a:b], X[a:b],
+                                           None if ones is None else ones[a:b])[0] for a, b in [(0, 9), (9, n)])
+            cb = sum(verify.freivalds_pass(C[rows[0]:rows[1], a:b], X[a:b], ones[a:b])[1]
+                     for a, b in [(0, 9), (9, n)]) if floats else None
+            ABX, bound = verify.freivalds_pass(A[rows[0]:rows[1]], BX, bB)
+            verdicts.append(verify.freivalds_judge(CX, ABX, bound, cb, k, n, C.dtype))
+        return verify.combine_verdicts(verdicts)
+
+    good = check(C)
+    assert good.passed and good.extra["rounds"] == X.shape[1]
+    C[40, 3] += 5
+    bad = check(C)
+    assert not bad.passed
+
+
+def test_judge_defers_non_finite_to_the_careful_path():
+    A, B = random_pair(20, 10, 15, "float64", seed=14)
+    A[2, 3] = np.inf
+    B[4, 0] = 0.0
+    with np.errstate(all="ignore"):
+        C = A @ B
+    X = verify.freivalds_vectors(15, 3, C.dtype, seed=0)
+    ones = np.ones(15)
+    BX, bB = verify.freivalds_pass(B, X, ones)
+    CX, cb = verify.freivalds_pass(C, X, ones)
+    ABX, bound = verify.freivalds_pass(A, BX, bB)
+    assert verify.freivalds_judge(CX, ABX, bound, cb, 10, 15, C.dtype) is None
+    verdict = verify.freivalds(A, B, C)
+    assert verdict.passed and verdict.extra["recomputed_rows"] >= 1
+
+
+def test_inf_times_zero_column_still_seen():
+    """An inf in A facing an all-zero row of B gives NaN in C: still caught."""
+    A, B = random_pair(10, 6, 8, "float64", seed=15)
+    A[1, 2] = np.inf
+    B[2] = 0.0
+    with np.errstate(all="ignore"):
+        C = A @ B
+    assert np.isnan(C[1]).all()
+    assert verify.freivalds(A, B, C).passed
+    D = C.copy()
+    D[1, 0] = 0.0
+    assert not verify.freivalds(A, B, D).passed
+
+
+def test_freivalds_vectors_bounds():
+    X = verify.freivalds_vectors(1000, 3, "complex64", seed=2)
+    assert X.dtype == np.complex128 and X.shape == (1000, 3)
+    assert np.all(np.abs(X) <= 1)
+    X = verify.freivalds_vectors(1000, 8, "uint8", seed=2)
+    assert X.dtype == np.uint8 and X.min() == 0 and X.max() == 255
+    with pytest.raises(ValueError, match="dtype="):
+        verify.freivalds_vectors(3, 3, "bool")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex64"])
+def test_threaded_pass_on_a_matrix_above_the_threshold(dtype):
+    n = 1200  # C is 11.5 MB: above PARALLEL_BYTES, so the pass runs on threads
+    A, B = random_pair(n, 300, n, dtype, seed=16)
+    C = A @ B
+    assert C.nbytes > verify.PARALLEL_BYTES
+    assert verify.freivalds(A, B, C, threads=2).passed
+    C[n - 1, 0] += 1e4  # far beyond complex64's rigorous bound here (about 10)
+    assert not verify.freivalds(A, B, C, seed=0, threads=2).passed
+    assert not verify.freivalds(np.asfortranarray(A), np.asfortranarray(B), np.asfortranarray(C),
+                                seed=0, threads=2).passed
