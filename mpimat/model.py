@@ -17,6 +17,16 @@ Collectives are costed the way MPICH implements the calls mpimat makes:
   dot dispatcher): the root's link serialises its messages, so k messages of
   b bytes cost k alpha + (k b) beta on the root.
 
+Two levels (Machine.ranks_per_node set): ranks fill nodes in blocks, as
+Hydra's -ppn and Slurm's block distribution place them (rank r on node
+r // ranks_per_node).  A message between two ranks of one node costs the
+intra-node figures (latency_intra, bandwidth_intra: shared memory), any
+other the inter-node ones (latency, bandwidth: the network).  The ranks of
+a node share its network link, so node 0's link is the bottleneck: every
+byte that leaves or enters node 0, whichever of its ranks sends it, is
+serialised on it, and a phase takes at least that long.  Without
+ranks_per_node every rank has a link of its own (one level, as before).
+
 Every prediction is per phase, as the JSON report measures them on the
 root: distribute, compute, gather.  `Machine` holds the parameters;
 `calibrate` measures them, `plan` prints the predictions.
@@ -54,6 +64,11 @@ class Machine:
         (mpimat limits BLAS to one thread per rank with threadpoolctl);
     cores: cores per node (None: every rank has its own core).  A rank
         alone gets BLAS's default of every core (ideal scaling assumed).
+    latency_intra / bandwidth_intra: the link between two ranks of one
+        node (None: the same as latency / bandwidth, which are then the
+        link between nodes when ranks_per_node is set);
+    ranks_per_node: ranks per node, filled in blocks (rank r on node
+        r // ranks_per_node); None: one level, every rank its own link.
     """
 
     latency: float = 2e-6
@@ -67,11 +82,41 @@ class Machine:
     dispatch_element: float = 0.0
     blas_setup: float = 0.0
     cores: Optional[int] = None
+    latency_intra: Optional[float] = None
+    bandwidth_intra: Optional[float] = None
+    ranks_per_node: Optional[int] = None
     source: str = "defaults"
 
     @property
     def beta(self) -> float:
         return 1.0 / self.bandwidth
+
+    @property
+    def intra(self) -> Tuple[float, float]:
+        """(alpha, beta) between two ranks of one node."""
+        alpha = self.latency if self.latency_intra is None else self.latency_intra
+        bandwidth = self.bandwidth if self.bandwidth_intra is None else self.bandwidth_intra
+        return alpha, 1.0 / bandwidth
+
+    @property
+    def inter(self) -> Tuple[float, float]:
+        """(alpha, beta) between ranks of different nodes (one level: every message)."""
+        return self.latency, self.beta
+
+    def node(self, rank: int) -> int:
+        """The node of a rank (block placement); one level: every rank its own."""
+        return rank // self.ranks_per_node if self.ranks_per_node else rank
+
+    def same_node(self, a: int, b: int) -> bool:
+        return bool(self.ranks_per_node) and self.node(a) == self.node(b)
+
+    def link(self, a: int, b: int) -> Tuple[float, float]:
+        """(alpha, beta) of a message between ranks a and b."""
+        return self.intra if self.same_node(a, b) else self.inter
+
+    def busiest_node(self, ranks: int) -> int:
+        """Ranks on the fullest node (one level: all of them share `cores`)."""
+        return min(ranks, self.ranks_per_node) if self.ranks_per_node else ranks
 
     def rate(self, dtype) -> float:
         """Flops per second of one rank's local matmul for this dtype."""
@@ -131,9 +176,13 @@ def log2ceil(p: int) -> int:
 
 def bcast_time(p: int, nbytes: float, mach: Machine) -> float:
     """MPICH's MPI_Bcast among p ranks (see module docstring)."""
+    return bcast_on(p, nbytes, *mach.inter)
+
+
+def bcast_on(p: int, nbytes: float, a: float, b: float) -> float:
+    """MPI_Bcast among p ranks over links of latency a and seconds per byte b."""
     if p <= 1 or nbytes <= 0:
         return 0.0
-    a, b = mach.latency, mach.beta
     lg = log2ceil(p)
     if nbytes < BCAST_SHORT_MSG_SIZE or p < BCAST_MIN_PROCS:
         return lg * (a + nbytes * b)
@@ -150,6 +199,26 @@ def fan_out_time(messages: int, nbytes: float, mach: Machine) -> float:
     return messages * mach.latency + nbytes * mach.beta
 
 
+def message_time(a: int, b: int, nbytes: float, mach: Machine) -> float:
+    """One message of nbytes between ranks a and b, over their link."""
+    alpha, beta = mach.link(a, b)
+    return alpha + nbytes * beta
+
+
+def group_bcast_time(ranks: List[int], nbytes: float, mach: Machine, slow: float = 1.0) -> float:
+    """MPI_Bcast among `ranks` (two levels): within one node over the intra
+    link; across nodes a broadcast among the nodes over the inter link, then
+    one within the fullest node (MPICH's node-aware composition).  slow
+    stretches the part within a node (copies by cores that ranks share)."""
+    per_node: Dict[int, int] = {}
+    for r in ranks:
+        per_node[mach.node(r)] = per_node.get(mach.node(r), 0) + 1
+    if len(ranks) > 1 and len(per_node) == 1 and mach.ranks_per_node:
+        return bcast_on(len(ranks), nbytes, *mach.intra) * slow
+    return bcast_on(len(per_node), nbytes, *mach.inter) + \
+        bcast_on(max(per_node.values()), nbytes, *mach.intra) * slow
+
+
 # --- strategies --------------------------------------------------------------
 
 def itemsizes(dtype_a, dtype_b=None, dtype_c=None) -> Tuple[int, int, int]:
@@ -164,7 +233,19 @@ def predict_tiles(m: int, k: int, n: int, grid: Grid, mach: Machine, dtype="floa
     sa, sb, sc = itemsizes(dtype)
     P = grid.size
     pr, pc = grid.rows, grid.cols
-    slow = mach.contention(P)
+    slow = mach.contention(mach.busiest_node(P))
+    if mach.ranks_per_node:
+        distribute, gather = tiles_messages_two_level(m, k, n, grid, mach, (sa, sb, sc), slow)
+        pred = tiles_prediction(m, k, n, grid, mach, dtype, distribute, gather, slow)
+        if any(not mach.same_node(0, r) for r in range(1, P)):
+            # Over a network without a progress thread (TCP) rank 0's messages
+            # to other nodes move only while it is inside MPI, and it computes
+            # its own tile first: their tiles follow its own, and it waits for
+            # them in the gather.
+            pred.phases["gather"] += pred.phases["compute"]
+            pred.notes.append("ranks on other nodes get their inputs while rank 0 is inside MPI: "
+                              "their tiles follow rank 0's (counted in gather)")
+        return pred
     # Stage 1: row blocks of A to the pr-1 row leaders, column blocks of B to the pc-1 column leaders.
     rows_sent = sum(block(m, pr, r)[1] - block(m, pr, r)[0] for r in range(1, pr))
     cols_sent = sum(block(n, pc, c)[1] - block(n, pc, c)[0] for c in range(1, pc))
@@ -174,21 +255,74 @@ def predict_tiles(m: int, k: int, n: int, grid: Grid, mach: Machine, dtype="floa
     a_block = (-(-m // pr)) * k * sa
     b_block = k * (-(-n // pc)) * sb
     stage2 = bcast_time(pc, a_block, mach) + bcast_time(pr, b_block, mach)
+    root_tile = block(m, pr, 0)[1] * block(n, pc, 0)[1]
+    gather = fan_out_time(P - 1, (m * n - root_tile) * sc, mach) if P > 1 else 0.0
+    return tiles_prediction(m, k, n, grid, mach, dtype, (stage1 + stage2) * slow, gather * slow, slow)
+
+
+def tiles_prediction(m: int, k: int, n: int, grid: Grid, mach: Machine, dtype, distribute: float,
+                     gather: float, slow: float) -> Prediction:
+    """The prediction from the message phases (already slowed where cores are shared) and the flops."""
+    P, pr, pc = grid.size, grid.rows, grid.cols
     tile = (-(-m // pr)) * (-(-n // pc))
     if P == 1:
         compute = 2.0 * tile * k / (mach.rate(dtype) * (mach.cores or 1))
     else:
         compute = 2.0 * tile * k / mach.rate(dtype) + mach.blas_setup
-    root_tile = block(m, pr, 0)[1] * block(n, pc, 0)[1]
-    gather = fan_out_time(P - 1, (m * n - root_tile) * sc, mach) if P > 1 else 0.0
     notes = []
     if slow > 1:
-        notes.append(f"{P} ranks on {mach.cores} cores: compute and messages slowed {slow:.1f}x")
+        notes.append(f"{mach.busiest_node(P)} ranks on {mach.cores} cores: compute and messages slowed {slow:.1f}x")
     return Prediction("tiles", P, str(grid), {
-        "distribute": (stage1 + stage2) * slow,
+        "distribute": distribute,
         "compute": compute * slow,
-        "gather": gather * slow,
+        "gather": gather,
     }, notes)
+
+
+def tiles_messages_two_level(m: int, k: int, n: int, grid: Grid, mach: Machine,
+                             sizes: Tuple[int, int, int], slow: float = 1.0) -> Tuple[float, float]:
+    """(distribute, gather) of tiles when ranks fill nodes of ranks_per_node.
+
+    The one-level scheme with each message over its own link: the root's
+    blocks to the row and column leaders one after the other, then the
+    slowest row and the slowest column broadcast (node-aware).  But the
+    ranks of node 0 share its link: every byte that leaves node 0 (the
+    root's messages to other nodes, and the broadcasts that node 0's ranks
+    lead across nodes) passes through it one after the other, so
+    distribution takes at least that long.  The gather: every tile to the
+    root over its link, serialised on the root.
+
+    slow (ranks sharing cores) stretches what the cores do (copies within
+    a node) but not the network.
+    """
+    sa, sb, sc = sizes
+    pr, pc = grid.rows, grid.cols
+    rows = [block(m, pr, r)[1] - block(m, pr, r)[0] for r in range(pr)]
+    cols = [block(n, pc, c)[1] - block(n, pc, c)[0] for c in range(pc)]
+    a_bytes = [rr * k * sa for rr in rows]
+    b_bytes = [k * cc * sb for cc in cols]
+    alpha_x, beta_x = mach.inter
+    stage1 = nic = 0.0
+    if k:
+        for dest, nbytes in [(grid.rank(r, 0), a_bytes[r]) for r in range(1, pr)] + \
+                            [(grid.rank(0, c), b_bytes[c]) for c in range(1, pc)]:
+            if mach.same_node(0, dest):
+                stage1 += message_time(0, dest, nbytes, mach) * slow
+            else:
+                stage1 += alpha_x + nbytes * beta_x
+                nic += alpha_x + nbytes * beta_x
+    row_groups = [([grid.rank(r, c) for c in range(pc)], a_bytes[r]) for r in range(pr)]
+    col_groups = [([grid.rank(r, c) for r in range(pr)], b_bytes[c]) for c in range(pc)]
+    stage2 = max(group_bcast_time(g, b, mach, slow) for g, b in row_groups) + \
+        max(group_bcast_time(g, b, mach, slow) for g, b in col_groups)
+    for group, nbytes in row_groups + col_groups:
+        nodes = {mach.node(r) for r in group}
+        if len(nodes) > 1 and mach.node(group[0]) == mach.node(0):  # led from node 0, crosses its link
+            nic += bcast_on(len(nodes), nbytes, alpha_x, beta_x)
+    gather = sum(message_time(grid.rank(r, c), 0, rows[r] * cols[c] * sc, mach)
+                 * (slow if mach.same_node(0, grid.rank(r, c)) else 1.0)
+                 for r in range(pr) for c in range(pc) if (r, c) != (0, 0))
+    return max(stage1 + stage2, nic), gather
 
 
 def dot_task_time(k: int, mach: Machine, dtype="float64") -> float:
@@ -206,6 +340,10 @@ def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     The root's time per batch:   dispatch_batch + K dispatch_task
                                  + max(elements packed * dispatch_element,
                                        batch bytes * beta);
+    two levels: workers pull batches at their own pace, those on other
+    nodes together at most one per batch bytes * beta (node 0's link), and
+    each of their batches costs the root the latency difference between
+    the links on top (see the code);
     a worker's time per batch:   alpha + K dot(k) + batch bytes * beta.
     With several batches in flight per worker (options.DotOptions.window)
     the slower side sets the pace: T = batches * max(root, worker / W,
@@ -232,21 +370,44 @@ def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     else:
         payload = tasks * k * (sa + sb)
     per_batch_bytes = payload / batches + 8 * (4 + 4 * K)
+    # Each worker's link: two levels, intra for node 0's workers, inter for
+    # the rest (one level: inter for all).
+    links = [mach.link(0, w) for w in range(1, ranks)]
     # dispatch_batch is calibrated from whole dispatcher runs, so it already
     # holds the root's MPI calls (send, answer, wait): no extra alpha here.
     elements = (payload / batches) / (sa + sb)  # k per task: a row and a column element each
-    per_byte = max(mach.dispatch_element * elements, per_batch_bytes * mach.beta)
+    per_byte = max(mach.dispatch_element * elements, per_batch_bytes * min(beta for _, beta in links))
     root = mach.dispatch_batch + K * mach.dispatch_task + per_byte
-    worker = mach.latency + K * dot + per_batch_bytes * mach.beta
-    cores = mach.cores or ranks
-    per_batch = max(root, worker / W, (root + worker * min(W, cores)) / cores if ranks > cores else 0.0)
+    workers = [alpha + K * dot + per_batch_bytes * beta for alpha, beta in links]
+    worker = max(workers)
+    # Ranks sharing node 0's cores with the dispatcher (one level: all of them).
+    local = mach.busiest_node(ranks)
+    cores = mach.cores or local
+    # The workers pull batches at their own pace (one batch per `pace`
+    # together); those beyond node 0 share its link, at most one batch per
+    # batch-bytes * beta through it.
+    near = sum(1.0 / w for w, r in zip(workers, range(1, ranks)) if mach.same_node(0, r))
+    far = sum(1.0 / w for w, r in zip(workers, range(1, ranks)) if not mach.same_node(0, r))
+    if mach.ranks_per_node and far:
+        far = min(far, 1.0 / (per_batch_bytes * mach.beta))
+        # dispatch_batch was timed between ranks 0 and 1, which share a node
+        # when the calibration had intra figures: a batch for another node
+        # also costs the root a network send and receive, about the latency
+        # difference (calibrated on two nodes x one rank, the difference is 0).
+        root += far / (near + far) * max(0.0, mach.latency - mach.intra[0])
+    pace = 1.0 / (near + far)
+    local_worker = min(workers[:local - 1], default=worker)
+    per_batch = max(root, pace, (root + local_worker * min(local - 1, cores)) / cores if local > cores else 0.0)
     total = batches * per_batch + worker  # plus the pipeline's fill
     busy = batches * root
     notes = [f"{tasks:,} tasks in {batches:,} messages (+ as many answers); "
              f"root {root * 1e6:.2f} us/message, worker {worker * 1e6:.2f} us/message"]
-    if ranks > cores:
-        notes.append(f"{ranks} ranks on {cores} cores: dispatcher and workers share cores")
+    if local > cores:
+        notes.append(f"{local} ranks on {cores} cores: dispatcher and workers share cores")
     bound = "root (dispatcher)" if per_batch == root else "workers"
+    if mach.ranks_per_node and ranks > mach.ranks_per_node:
+        notes.append(f"{sum(1 for w in range(1, ranks) if not mach.same_node(0, w))} of {W} workers "
+                     f"beyond node 0's link")
     notes.append(f"paced by the {bound}")
     return Prediction("dot", ranks, None, {
         "distribute": min(busy, total),
@@ -285,13 +446,20 @@ def lower_bound(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     root: all of A and B in the worst case, and at least once each, so the
     root's link carries >= (mk + kn) words out (and the m n words of C back
     in); and the flops are at best split evenly.  The root alone needs no
-    messages: 2 m n k / rate.
+    messages: 2 m n k / rate.  Two levels: the cheaper of the two links
+    (the data may stay on node 0), and `cores` on every node.
     """
     sa, sb, sc = itemsizes(dtype)
     out_bytes = m * k * sa + k * n * sb
     in_bytes = m * n * sc
-    link = max(out_bytes, in_bytes) * mach.beta
-    compute = 2.0 * m * n * k / mach.rate(dtype) / max(1, min(ranks, mach.cores or ranks))
+    beta = mach.beta
+    if mach.ranks_per_node:  # the data may stay on node 0: its cheaper link bounds it
+        beta = min(beta, mach.intra[1])
+    link = max(out_bytes, in_bytes) * beta
+    cores = mach.cores or ranks
+    if mach.ranks_per_node and mach.cores:
+        cores = mach.cores * -(-ranks // mach.ranks_per_node)
+    compute = 2.0 * m * n * k / mach.rate(dtype) / max(1, min(ranks, cores))
     alone = 2.0 * m * n * k / mach.rate(dtype)
     distributed = max(link, compute)
     return {

@@ -105,3 +105,136 @@ def test_machine_round_trips_through_a_dict():
     again = Machine.from_dict({**M.as_dict(), "unknown_key": 1})
     assert again == M
     assert math.isclose(again.beta, 1e-9)
+
+
+# --- two levels: ranks in blocks on nodes, the root node's link the bottleneck --------
+
+NET = Machine(**{**M.as_dict(), "latency": 20e-6, "bandwidth": 12e6,
+                 "latency_intra": 1e-6, "bandwidth_intra": 10e9})
+
+
+def two_level(rpn, mach=NET):
+    return Machine(**{**mach.as_dict(), "ranks_per_node": rpn})
+
+
+def test_block_placement_and_links():
+    mach = two_level(2)
+    assert [mach.node(r) for r in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert mach.link(0, 1) == pytest.approx((1e-6, 1e-10))
+    assert mach.link(1, 2) == pytest.approx((20e-6, 1 / 12e6))
+    # One level (no ranks_per_node): every message over latency/bandwidth, as before.
+    assert NET.link(0, 1) == pytest.approx((20e-6, 1 / 12e6))
+    # An old calibration (no intra figures) on two levels: intra = inter.
+    assert two_level(2, M).link(0, 1) == two_level(2, M).link(0, 2) == (1e-6, 1e-9)
+
+
+def test_one_rank_per_node_is_the_one_level_model():
+    # Every message crosses nodes: the single-level messages; but over the
+    # network the other tiles are computed after rank 0's (counted in gather).
+    for shape, grid in [((100, 50, 80), Grid(2, 2)), ((512, 384, 640), Grid(3, 2)), ((1000, 7, 30), Grid(4, 1))]:
+        one, two = model.predict_tiles(*shape, grid, NET), model.predict_tiles(*shape, grid, two_level(1))
+        assert two.phases["distribute"] == pytest.approx(one.phases["distribute"]), (shape, grid)
+        assert two.phases["compute"] == pytest.approx(one.phases["compute"]), (shape, grid)
+        assert two.phases["gather"] == pytest.approx(one.phases["gather"] + one.phases["compute"]), (shape, grid)
+    # dot: dispatch costs calibrated over the same link (no intra figures).
+    net = Machine(**{**NET.as_dict(), "latency_intra": None, "bandwidth_intra": None})
+    for K, keep in [(1, False), (16, True)]:
+        one = model.predict_dot(48, 64, 40, 5, net, tasks_per_message=K, keep_blocks=keep)
+        two = model.predict_dot(48, 64, 40, 5, two_level(1, net), tasks_per_message=K, keep_blocks=keep)
+        assert two.phases == pytest.approx(one.phases)
+
+
+def test_tiles_2x1_on_two_nodes_by_hand():
+    # 2 hosts x 1 rank: A_1 (512 rows) and then B (the column bcast of 2) out over the network, C_1 back.
+    n = 1024
+    p = model.predict_tiles(n, n, n, Grid(2, 1), two_level(1))
+    out = (512 * n + n * n) * 8
+    assert p.phases["distribute"] == pytest.approx(2 * 20e-6 + out / 12e6)
+    compute = 2 * 512 * n * n / 10e9
+    assert p.phases["compute"] == pytest.approx(compute)
+    # Rank 1's tile follows rank 0's (its inputs move while rank 0 is in MPI), then comes back.
+    assert p.phases["gather"] == pytest.approx(compute + 20e-6 + 512 * n * 8 / 12e6)
+    # The same grid inside one node: the intra link, ~1000x faster, and the tiles overlap.
+    inside = model.predict_tiles(n, n, n, Grid(2, 1), two_level(2))
+    assert inside.phases["distribute"] == pytest.approx(2 * 1e-6 + out / 10e9)
+    assert inside.phases["gather"] == pytest.approx(1e-6 + 512 * n * 8 / 10e9)
+
+
+def test_tiles_2x2_on_two_nodes_serialises_node_0s_link():
+    # Ranks 0,1 on node 0, ranks 2,3 on node 1; grid rank = r*2 + c.  Leaving
+    # node 0: A_1 to rank 2 (root), B_0 down column 0 (root), B_1 down column
+    # 1 (rank 1, same link): three 512x1024 blocks, one after the other.
+    n = 1024
+    mach = two_level(2)
+    p = model.predict_tiles(n, n, n, Grid(2, 2), mach)
+    block_bytes = 512 * n * 8
+    nic = 3 * (20e-6 + block_bytes / 12e6)
+    assert p.phases["distribute"] == pytest.approx(nic)
+    # Gather: rank 1's tile within node 0, ranks 2 and 3's through the network.
+    tile = 512 * 512 * 8
+    assert p.phases["gather"] == pytest.approx((1e-6 + tile / 10e9) + 2 * (20e-6 + tile / 12e6)
+                                               + p.phases["compute"])
+    # The messages' own critical path (root -> leaders, then the slowest row and
+    # column broadcasts) crosses the network with two blocks only: the shared link rules.
+    assert p.phases["distribute"] > 1.4 * 2 * block_bytes / 12e6
+
+
+def test_node_aware_broadcast():
+    mach = two_level(4)
+    b = 10 ** 6
+    # Within one node: a binomial tree over the intra link.
+    assert model.group_bcast_time([0, 1, 2, 3], b, mach) == pytest.approx(2 * (1e-6 + b / 10e9))
+    # Across two nodes, two ranks each: one network hop, then one within the node.
+    assert model.group_bcast_time([0, 1, 4, 5], b, mach) == pytest.approx((20e-6 + b / 12e6) + (1e-6 + b / 10e9))
+
+
+def test_dot_workers_beyond_node_0_pay_the_network():
+    local = model.predict_dot(64, 64, 64, 4, two_level(4), tasks_per_message=16)
+    remote = model.predict_dot(64, 64, 64, 4, two_level(1), tasks_per_message=16)
+    mixed = model.predict_dot(64, 64, 64, 4, two_level(2), tasks_per_message=16)
+    assert local.total < mixed.total < remote.total
+    assert "2 of 3 workers beyond node 0's link" in " ".join(mixed.notes)
+
+
+def test_contention_counts_the_ranks_of_one_node():
+    crowded = two_level(2, Machine(**{**NET.as_dict(), "cores": 2}))
+    free = two_level(2, NET)
+    # 8 ranks, 2 per node on 2-core nodes: no slowdown (one level would say 4x).
+    p = model.predict_tiles(512, 512, 512, Grid(2, 4), crowded)
+    assert p.phases["compute"] == pytest.approx(model.predict_tiles(512, 512, 512, Grid(2, 4), free).phases["compute"])
+    one_node = Machine(**{**NET.as_dict(), "cores": 2})
+    assert model.predict_tiles(512, 512, 512, Grid(2, 4), one_node).phases["compute"] == \
+        pytest.approx(4 * p.phases["compute"])
+
+
+def test_lower_bound_holds_on_two_levels():
+    for rpn, cores, ranks in [(1, None, (1, 2, 4, 8)), (2, None, (1, 2, 4, 8)), (4, None, (1, 2, 4, 8)),
+                              (1, 2, (2, 4, 8)), (2, 2, (2, 4, 8))]:
+        mach = two_level(rpn, Machine(**{**NET.as_dict(), "cores": cores}))
+        for shape in [(64, 64, 64), (2048, 2048, 2048), (10 ** 5, 100, 64)]:
+            for P in ranks:
+                bound = model.lower_bound(*shape, P, mach)["seconds"]
+                for p in model.candidates(*shape, P, mach):
+                    assert p.total >= bound * 0.999, (rpn, shape, P, p.label())
+
+
+def test_old_calibration_dicts_load_with_one_level():
+    old = {k: v for k, v in M.as_dict().items() if k not in ("latency_intra", "bandwidth_intra", "ranks_per_node")}
+    mach = Machine.from_dict(old)
+    assert mach.ranks_per_node is None and mach.intra == mach.inter == (1e-6, 1e-9)
+    assert model.predict_tiles(100, 50, 80, Grid(2, 2), mach).phases == \
+        model.predict_tiles(100, 50, 80, Grid(2, 2), M).phases
+
+
+def test_dot_batches_for_other_nodes_pay_the_network_latency_on_the_root():
+    # Calibrated on 2 nodes x 2 ranks, dispatch_batch was timed between ranks 0 and 1 on one
+    # node: a batch for another node also costs the root the latency difference (one send,
+    # one answer through the network).  Calibrated on 2 x 1 (no intra figures) it already did.
+    K, n = 1, 32
+    shared = two_level(1)
+    plain = two_level(1, Machine(**{**NET.as_dict(), "latency_intra": None, "bandwidth_intra": None}))
+    # Four workers on other nodes: the root paces both.
+    a = model.predict_dot(n, n, n, 5, shared, tasks_per_message=K)
+    b = model.predict_dot(n, n, n, 5, plain, tasks_per_message=K)
+    assert "paced by the root (dispatcher)" in a.notes and "paced by the root (dispatcher)" in b.notes
+    assert a.total == pytest.approx(b.total + n * n * (20e-6 - 1e-6), rel=1e-6)

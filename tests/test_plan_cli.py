@@ -126,3 +126,55 @@ def test_auto_strategy_follows_the_model(tmp_path, calibration):
     assert r["verification"]["passed"]
     assert r["auto"]["strategy"] == "tiles" and r["auto"]["grid"] == [2, 1]
     assert r["grid"] == "2x1" and r["auto"]["machine"] == f"calibration {calibration}"
+
+
+def test_plan_two_levels_flags_in_the_header_and_the_root_node_link_in_the_phases():
+    base = ["plan", "--size", "2048", "--ranks", "4", "--latency", "20us", "--bandwidth", "12MB/s",
+            "--gflops", "30", "--json"]
+    one = json.loads(run(base).stdout)
+    res = run(base[:-1] + ["--ranks-per-node", "2", "--intra-latency", "1us", "--intra-bandwidth", "10GB/s"])
+    assert res.returncode == 0, res.stderr
+    header = res.stdout.splitlines()[1]
+    assert "2 ranks per node (2 nodes)" in header
+    assert "between nodes: latency 20 us, bandwidth 12 MB/s per node" in header
+    assert "within a node: latency 1 us, bandwidth 10 GB/s" in header
+    assert "--ranks-per-node, --intra-latency, --intra-bandwidth" in header
+    two = json.loads(run(base + ["--ranks-per-node", "2", "--intra-bandwidth", "10GB/s"]).stdout)
+    assert two["machine"]["ranks_per_node"] == 2 and two["machine"]["bandwidth_intra"] == 1e10
+    tiles = {p["grid"]: p for p in two["predictions"] if p["strategy"] == "tiles"}
+    # 2x2: three 1024x2048 blocks leave node 0 one after the other at 12 MB/s.
+    assert tiles["2x2"]["phases"]["distribute"] == pytest.approx(3 * (20e-6 + 1024 * 2048 * 8 / 12e6))
+    flat = {p["grid"]: p for p in one["predictions"] if p["strategy"] == "tiles"}
+    assert flat["2x2"]["phases"] != tiles["2x2"]["phases"]
+
+
+@pytest.mark.parametrize("flag,value", [("--ranks-per-node", "0"), ("--intra-bandwidth", "fast"),
+                                        ("--intra-latency", "-1")])
+def test_plan_two_level_bad_flags_are_one_line_exit_2(flag, value):
+    res = run(["plan", "--size", "10", flag, value], ranks=2)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mpimat: error:") and flag.lstrip("-").split("-")[-1] in lines[0]
+
+
+def test_old_calibration_files_load_with_one_level(tmp_path):
+    # A file from before two-level calibration: no intra keys, no ranks_per_node.
+    old = {"machine": {"latency": 2e-6, "bandwidth": 5e9, "gflops": 30.0, "gflops_noblas": 1.0,
+                       "dot_gflops": 2.0, "dot_call": 1e-6, "dispatch_batch": 4e-6, "dispatch_task": 1e-6,
+                       "dispatch_element": 0.0, "blas_setup": 0.0, "cores": 2}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    res = run(["plan", "--size", "512", "--ranks", "2", "--calibration", str(path), "--json"])
+    assert res.returncode == 0, res.stderr
+    mach = json.loads(res.stdout)["machine"]
+    assert mach["ranks_per_node"] is None and mach["latency_intra"] is None and mach["bandwidth"] == 5e9
+    # Null intra figures (a calibration with one rank per node) load too; a bad count does not.
+    path.write_text(json.dumps({"machine": {**old["machine"], "latency_intra": None, "bandwidth_intra": None,
+                                            "ranks_per_node": 1}}))
+    assert run(["plan", "--size", "512", "--calibration", str(path)]).returncode == 0
+    path.write_text(json.dumps({"machine": {**old["machine"], "ranks_per_node": 0}}))
+    res = run(["plan", "--size", "512", "--calibration", str(path)])
+    assert res.returncode == 2 and "ranks_per_node must be a whole number" in res.stderr
+    path.write_text(json.dumps({"machine": {**old["machine"], "bandwidth_intra": 0}}))
+    res = run(["plan", "--size", "512", "--calibration", str(path)])
+    assert res.returncode == 2 and "bandwidth_intra must be positive" in res.stderr

@@ -2,10 +2,19 @@
 
     mpiexec -n 2 python -m mpimat calibrate [--save PATH] [--quick]
 
-- latency (alpha): half the round trip of an 8-byte ping-pong between
-  ranks 0 and 1 (buffer-based Send/Recv, the best of several rounds);
-- bandwidth (1/beta): from ping-pongs of 1 MiB and 16 MiB messages
-  (the slope, so the latency cancels);
+- latency (alpha): half the round trip of an 8-byte ping-pong (buffer-based
+  Send/Recv, the best of several rounds);
+- bandwidth (1/beta): from ping-pongs of 1 MiB and 16 MiB messages (4 MiB
+  on a slow link, so that --quick stays quick; the slope, so the latency
+  cancels);
+- both for each kind of link the job has: between two ranks of one node
+  (MPI.COMM_TYPE_SHARED: the first rank sharing rank 0's node, or any pair
+  sharing a node) and between nodes (rank 0 and the first rank on another
+  node).  latency / bandwidth are the link between nodes when the job spans
+  nodes, else the one within the node; latency_intra / bandwidth_intra the
+  one within a node (null when no two ranks share one); ranks_per_node is
+  rank 0's node's rank count when the job spans nodes in blocks (as
+  `mpiexec -ppn` and Slurm place them), else null (one level);
 - gflops: float64 matmul rate of one rank with one BLAS thread (mpimat's
   default when ranks share a node); gflops_noblas: int64 matmul (numpy's
   own loops); dot_call: one task of the dot strategy on one rank (k=1);
@@ -13,6 +22,9 @@
   thread (threadpoolctl), paid once per local product when ranks share a node;
 - dispatch_batch / dispatch_task: the dot strategy's dispatcher, timed on
   ranks 0 and 1 with one and with 32 tasks per message.
+
+Across hosts: `mpiexec -hosts h1,h2 -n 4 -ppn 2 python -m mpimat calibrate`
+measures both links (see docs/cluster-validation.md).
 
 Saved as JSON to --save, else $MPIMAT_CALIBRATION, else
 ~/.config/mpimat/calibration.json; `python -m mpimat plan` reads it.
@@ -51,6 +63,85 @@ def parser() -> ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repetitions (seconds, less precise)")
     p.add_argument("--json", action="store_true", help="print the saved JSON instead of a summary")
     return p
+
+
+def node_of_ranks(comm: MPI.Comm) -> list:
+    """Per rank of comm, its node's id: the lowest rank of comm on that node."""
+    shared = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
+    leader = np.array([comm.rank], dtype=np.int64)
+    try:
+        shared.Allreduce(MPI.IN_PLACE, leader, op=MPI.MIN)
+    finally:
+        shared.Free()
+    nodes = np.empty(comm.size, dtype=np.int64)
+    comm.Allgather(leader, nodes)
+    return [int(x) for x in nodes]
+
+
+def link_pairs(nodes: list) -> dict:
+    """Which ranks to ping-pong: {"intra": (a, b) on one node, "inter": (0, b) on two}, if any."""
+    pairs = {}
+    same = [r for r in range(1, len(nodes)) if nodes[r] == nodes[0]]
+    if same:
+        pairs["intra"] = (0, same[0])
+    else:
+        for a in range(1, len(nodes)):
+            mates = [b for b in range(a + 1, len(nodes)) if nodes[b] == nodes[a]]
+            if mates:
+                pairs["intra"] = (a, mates[0])
+                break
+    other = [r for r in range(1, len(nodes)) if nodes[r] != nodes[0]]
+    if other:
+        pairs["inter"] = (0, other[0])
+    return pairs
+
+
+def block_ranks_per_node(nodes: list):
+    """Ranks per node if nodes hold consecutive blocks of one size (the last may hold fewer), else None."""
+    first = sum(1 for x in nodes if x == nodes[0])
+    blocks = [nodes[i:i + first] for i in range(0, len(nodes), first)]
+    ok = all(len(set(b)) == 1 for b in blocks) and len({b[0] for b in blocks}) == len(blocks)
+    return first if ok else None
+
+
+def link_figures(pair: MPI.Comm, quick: bool) -> tuple:
+    """(latency, bandwidth) between the two ranks of `pair` (pair rank 0's view)."""
+    latency = pingpong(pair, 8, 300 if quick else 2000, 3 if quick else 5)
+    small = 1 << 20
+    probe = np.array([pingpong(pair, small, 1, 1)])
+    # Sizes and rounds from rank 0's probe, so both sides agree: a slow link
+    # (a 100 Mbit/s network moves 1 MiB in ~85 ms) gets 4 MiB and one round.
+    pair.Bcast(probe, root=0)
+    probe = float(probe[0])
+    large = 16 << 20 if probe < 2e-3 else 4 << 20
+    budget = 0.5 if quick else 2.0  # seconds per message size, about
+    rounds_small = max(1, min(5 if quick else 20, int(budget / (6 * probe))))
+    rounds_large = max(1, min(2 if quick else 5, int(budget / (6 * probe * large / small))))
+    t_small = pingpong(pair, small, rounds_small, 3)
+    t_large = pingpong(pair, large, rounds_large, 3)
+    return latency, (large - small) / max(t_large - t_small, 1e-9)
+
+
+def measure_link(comm: MPI.Comm, a: int, b: int, quick: bool):
+    """(latency, bandwidth) between ranks a and b of comm, on rank 0 (None elsewhere).
+
+    The others wait without spinning (idle_barrier): on a machine with few
+    cores MPICH's busy polling would slow the pair down.
+    """
+    pair = comm.Split(0 if comm.rank in (a, b) else MPI.UNDEFINED, 0 if comm.rank == a else 1)
+    figures = None
+    if pair != MPI.COMM_NULL:
+        figures = link_figures(pair, quick)
+        pair.Free()
+    idle_barrier(comm)
+    if a != 0:  # the pair's first rank tells rank 0
+        buf = np.array(figures if comm.rank == a else (0.0, 0.0), dtype=np.float64)
+        if comm.rank == a:
+            comm.Send(buf, dest=0, tag=TAG)
+        elif comm.rank == 0:
+            comm.Recv(buf, source=a, tag=TAG)
+            figures = (float(buf[0]), float(buf[1]))
+    return figures if comm.rank == 0 else None
 
 
 def pingpong(comm: MPI.Comm, nbytes: int, rounds: int, repeats: int) -> float:
@@ -158,15 +249,12 @@ def dispatch_costs(comm: MPI.Comm, quick: bool) -> dict:
 
 def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
     """Every rank of `comm` (size >= 2) calls this; rank 0 gets the figures."""
+    nodes = node_of_ranks(comm)
+    pairs = link_pairs(nodes)
+    links = {kind: measure_link(comm, a, b, quick) for kind, (a, b) in sorted(pairs.items())}
     pair = comm.Split(0 if comm.rank < 2 else MPI.UNDEFINED, comm.rank)
     out = None
     if pair != MPI.COMM_NULL:
-        rounds = 300 if quick else 2000
-        latency = pingpong(pair, 8, rounds, 3 if quick else 5)
-        small, large = 1 << 20, 16 << 20
-        t_small = pingpong(pair, small, 5 if quick else 20, 3)
-        t_large = pingpong(pair, large, 2 if quick else 5, 3)
-        bandwidth = (large - small) / max(t_large - t_small, 1e-9)
         # Rank 1 waits without spinning while rank 0 times its arithmetic:
         # MPICH busy-polls in blocking calls, which would halve rank 0's
         # CPU on a machine with few cores.
@@ -174,19 +262,29 @@ def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
         idle_barrier(pair)
         disp = dispatch_costs(pair, quick)
         if pair.rank == 0:
+            inter, intra = links.get("inter"), links.get("intra")
+            latency, bandwidth = inter or intra
             out = {"latency": latency, "bandwidth": bandwidth, **rates, **disp,
-                   "cores": cpu_count()}
+                   "cores": cpu_count(),
+                   "latency_intra": intra[0] if intra and inter else None,
+                   "bandwidth_intra": intra[1] if intra and inter else None,
+                   "ranks_per_node": block_ranks_per_node(nodes) if inter else None}
+            out["_layout"] = {"nodes": len(set(nodes)), "ranks": len(nodes),
+                              "ranks_per_node": [nodes.count(x) for x in sorted(set(nodes))],
+                              "pairs": {kind: list(p) for kind, p in pairs.items()}}
         pair.Free()
-    comm.Barrier()
+    idle_barrier(comm)
     return out
 
 
-def document(machine: dict) -> dict:
+def document(figures: dict) -> dict:
     """The calibration file's content: the figures and where they were measured."""
     import mpi4py
 
+    machine = {k: v for k, v in figures.items() if not k.startswith("_")}
     return {
         "machine": machine,
+        "layout": figures.get("_layout"),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": {"numpy": np.__version__, "mpi4py": mpi4py.__version__,
@@ -194,11 +292,34 @@ def document(machine: dict) -> dict:
     }
 
 
-def summary(machine: dict, path: Path) -> str:
-    return "\n".join([
+def rate(bandwidth: float) -> str:
+    return f"{bandwidth / 1e9:10.2f} GB/s" if bandwidth >= 1e9 else f"{bandwidth / 1e6:10.2f} MB/s"
+
+
+def summary(machine: dict, path: Path, layout: Optional[dict] = None) -> str:
+    layout = layout or {}
+    spans = layout.get("nodes", 1) > 1
+    where = "between nodes" if spans else "within a node"
+    lines = [
         f"mpimat calibrate: saved to {path}",
-        f"  latency (alpha)     {machine['latency'] * 1e6:10.2f} us per message (one way, 8 bytes)",
-        f"  bandwidth (1/beta)  {machine['bandwidth'] / 1e9:10.2f} GB/s",
+        f"  ranks               {layout.get('ranks', 2):10d} on {layout.get('nodes', 1)} node(s) "
+        f"({', '.join(map(str, layout.get('ranks_per_node', [])))} ranks per node)",
+        f"  latency (alpha)     {machine['latency'] * 1e6:10.2f} us per message (one way, 8 bytes), {where}",
+        f"  bandwidth (1/beta)  {rate(machine['bandwidth'])}, {where}",
+    ]
+    if machine.get("bandwidth_intra") is not None:
+        lines += [
+            f"  latency_intra       {machine['latency_intra'] * 1e6:10.2f} us per message, within a node",
+            f"  bandwidth_intra     {rate(machine['bandwidth_intra'])}, within a node",
+        ]
+    elif spans:
+        lines.append("  (no two ranks share a node: the link within a node is not measured; "
+                     "run with 2 ranks per node, e.g. -ppn 2)")
+    if spans:
+        rpn = machine.get("ranks_per_node")
+        lines.append(f"  ranks_per_node      {rpn:10d}" if rpn else
+                     "  ranks_per_node            null (ranks not placed in blocks: one level)")
+    return "\n".join(lines + [
         f"  gflops (gamma)      {machine['gflops']:10.2f} GFLOP/s float64 matmul, 1 BLAS thread",
         f"  gflops_noblas       {machine['gflops_noblas']:10.3f} GFLOP/s int64 matmul",
         f"  dot_call            {machine['dot_call'] * 1e6:10.2f} us per task, dot strategy on 1 rank",
@@ -221,11 +342,12 @@ def run(args, comm: MPI.Comm) -> int:
     figures = measure(comm, args.quick)
 
     def decide():
-        calibration.save(path, document(figures))
+        doc = document(figures)
+        calibration.save(path, doc)
         if args.json:
             print(path.read_text(), end="", flush=True)
         else:
-            print(summary(figures, path), flush=True)
+            print(summary(doc["machine"], path, doc["layout"]), flush=True)
         return {}
 
     agree(comm, 0, decide if comm.rank == 0 else None)

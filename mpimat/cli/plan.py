@@ -2,6 +2,7 @@
 
     python -m mpimat plan --shape 100000 100000 100000 --ranks 1024 \\
         [--latency 2us --bandwidth 12.5GB/s --gflops 40] [--dtype float64] [--json]
+        [--ranks-per-node 32 --intra-latency 0.5us --intra-bandwidth 20GB/s]
 
 Machine parameters come from the flags, else from the saved calibration
 (`mpiexec -n 2 python -m mpimat calibrate`), else from documented defaults
@@ -42,6 +43,13 @@ def parser() -> ArgumentParser:
                    help="bytes per second of a rank's link (e.g. 12.5GB/s, 100Gb/s)")
     p.add_argument("--gflops", type=typed(gflops), metavar="G", help="float64 GFLOP/s of one rank")
     p.add_argument("--cores", type=positive, metavar="C", help="cores per node (ranks beyond share cores)")
+    p.add_argument("--ranks-per-node", type=positive, metavar="R",
+                   help="ranks per node, placed in blocks (rank r on node r // R, as mpiexec -ppn R does): "
+                        "two levels, --latency/--bandwidth between nodes, --intra-* within one")
+    p.add_argument("--intra-latency", type=typed(parse_latency), metavar="S",
+                   help="seconds per message between ranks of one node (default: --latency)")
+    p.add_argument("--intra-bandwidth", type=typed(parse_bandwidth), metavar="B/s",
+                   help="bytes per second between ranks of one node (default: --bandwidth)")
     p.add_argument("--calibration", metavar="PATH", help="calibration file (default: the saved one)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     return p
@@ -57,8 +65,14 @@ def machine_for(args) -> Machine:
             changes[field] = getattr(args, flag)
     if args.cores is not None:
         changes["cores"] = args.cores
+    for flag, field in (("ranks_per_node", "ranks_per_node"), ("intra_latency", "latency_intra"),
+                        ("intra_bandwidth", "bandwidth_intra")):
+        if getattr(args, flag) is not None:
+            changes[field] = getattr(args, flag)
     if changes:
-        what = ", ".join(f"--{k}" for k in changes)
+        names = {"latency_intra": "intra-latency", "bandwidth_intra": "intra-bandwidth",
+                 "ranks_per_node": "ranks-per-node"}
+        what = ", ".join(f"--{names.get(k, k)}" for k in changes)
         changes["source"] = f"{what} over {base.source}"
         if args.gflops is not None and base.source.startswith("calibration"):
             # Scale the other compute rates with the one given.
@@ -112,9 +126,20 @@ def render(plan: dict) -> str:
     m, k, n = plan["shape"]
     mach = plan["machine"]
     P = plan["ranks"]
+    rpn = mach.get("ranks_per_node")
+    if rpn:
+        nodes = -(-P // rpn)
+        intra_lat = mach["latency"] if mach.get("latency_intra") is None else mach["latency_intra"]
+        intra_bw = mach["bandwidth"] if mach.get("bandwidth_intra") is None else mach["bandwidth_intra"]
+        links = (f"{rpn} rank{'s' if rpn > 1 else ''} per node ({nodes} node{'s' if nodes > 1 else ''}); "
+                 f"between nodes: latency "
+                 f"{fmt_seconds(mach['latency'])}, bandwidth {fmt_bytes(mach['bandwidth'])}/s per node; "
+                 f"within a node: latency {fmt_seconds(intra_lat)}, bandwidth {fmt_bytes(intra_bw)}/s")
+    else:
+        links = f"latency {fmt_seconds(mach['latency'])}, bandwidth {fmt_bytes(mach['bandwidth'])}/s per link"
     lines = [
         f"mpimat plan: C = A @ B, A {m}x{k}, B {k}x{n}, {plan['dtype']}, {P} ranks",
-        f"machine: latency {fmt_seconds(mach['latency'])}, bandwidth {fmt_bytes(mach['bandwidth'])}/s per link, "
+        f"machine: {links}, "
         f"{mach['gflops']:.3g} GFLOP/s per rank"
         + (f", {mach['cores']} cores per node" if mach.get("cores") else "")
         + f"  [{mach['source']}]",
