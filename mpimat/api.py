@@ -17,7 +17,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 from mpi4py import MPI
 
-from . import auto, compute, control, memory, options as strategy_options
+from . import auto, calibration, compute, control, kernels, memory, options as strategy_options
 from .errors import InputError
 from .operands import as_matrices, as_numpy_result, check_operands, order_of, result_dtype
 from .partition import Grid, grid_for, parse_grid
@@ -44,6 +44,7 @@ class Job:
     blas_threads: Optional[int]
     options: object  # options.TilesOptions / DotOptions / None
     session: Session  # what is cached on the caller's communicator (grid communicators)
+    kernel: kernels.Kernel  # who multiplies the local panels (kernels.py)
 
 
 # Strategy name -> run(A, B, job, stats) returning C on the root.
@@ -65,8 +66,19 @@ def strategy_names():
     return sorted([*STRATEGIES, "auto"])
 
 
+def choose_kernel(name, dtype_a, dtype_b) -> str:
+    """The kernel that runs for `name` and these dtypes: numpy wherever the other would differ."""
+    if name not in kernels.KERNELS:
+        raise InputError(f"kernel= must be one of {', '.join(kernels.KERNELS)}, got {name!r}")
+    table = calibration.kernel_table() if name == "auto" else None
+    try:
+        return kernels.get_kernel(name, table).for_dtypes(dtype_a, dtype_b).name
+    except kernels.KernelUnavailable as exc:
+        raise InputError(str(exc)) from None
+
+
 def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
-               blas_threads: Optional[int], given_options: dict) -> dict:
+               blas_threads: Optional[int], given_options: dict, kernel: str = "numpy") -> dict:
     """The root's description of the job, as a JSON-able dict (raises InputError)."""
     if strategy not in STRATEGIES and strategy != "auto":
         raise InputError(f"unknown strategy={strategy!r} (choose from {', '.join(strategy_names())})")
@@ -94,6 +106,8 @@ def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
         "grid": [grid.rows, grid.cols], "strategy": strategy,
         "options": strategy_options.check(strategy, given_options),
         "auto": chosen,
+        # The dot strategy's one-element products stay numpy's.
+        "kernel": choose_kernel(kernel, A.dtype, B.dtype) if strategy == "tiles" else "numpy",
     }
 
 
@@ -106,7 +120,23 @@ def make_job(cached: Session, root: int, agreed: dict, blas_threads: Optional[in
         dtype_c=np.dtype(agreed["dtype_c"]), order_a=agreed["order_a"], order_b=agreed["order_b"],
         grid=Grid(*agreed["grid"]), strategy=agreed["strategy"], blas_threads=blas_threads,
         options=strategy_options.build(agreed["strategy"], agreed["options"]),
+        kernel=load_kernel(cached.comm, agreed["kernel"]),
     )
+
+
+def load_kernel(comm: MPI.Comm, name: str) -> kernels.Kernel:
+    """The agreed kernel on this rank; InputError on every rank if some rank lacks it."""
+    if name == "numpy":
+        return kernels.NUMPY
+    try:
+        kernel, missing = kernels.get_kernel(name), 0
+    except kernels.KernelUnavailable as exc:
+        kernel, missing, why = None, 1, str(exc)
+    flag = np.array([missing], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, [flag, MPI.INT64_T], op=MPI.MAX)
+    if flag[0]:
+        raise InputError(why if kernel is None else f"kernel {name!r} is missing on some rank: install it everywhere")
+    return kernel
 
 
 def check_memory(job: Job) -> None:
@@ -130,7 +160,7 @@ def check_memory(job: Job) -> None:
 
 def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
            grid=None, strategy: str = "tiles", blas_threads: Optional[int] = None,
-           stats: Optional[Stats] = None, **options) -> Optional[np.ndarray]:
+           kernel: str = "numpy", stats: Optional[Stats] = None, **options) -> Optional[np.ndarray]:
     """C = A @ B computed by every rank of `comm`.
 
     A and B are needed on `root` only (pass anything, e.g. None, elsewhere).
@@ -143,7 +173,10 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     the grid that moves the fewest bytes).  strategy: "tiles", "dot" or
     "auto" (the cost model picks strategy, grid and options).
     blas_threads: BLAS threads per rank (default: 1 when ranks share a node,
-    BLAS's default otherwise).  options: the strategy's own (options.py:
+    BLAS's default otherwise).  kernel: "numpy", "torch" (CPU, zero copy;
+    only for the dtypes it multiplies exactly as numpy, numpy elsewhere) or
+    "auto" (the faster one for the dtype, as calibrate measured it); the
+    report's `kernel` says which ran.  options: the strategy's own (options.py:
     TilesOptions, DotOptions); only the root's values count.
     Bad input raises ValueError or TypeError on every rank (an unknown option
     name is a TypeError).
@@ -161,7 +194,7 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
             ndims = A.ndim, B.ndim
             # Vectors (numpy's 1-D rules) travel as 1-row / 1-column matrices.
             A, B = as_matrices(A, B)
-            return decide_job(A, B, comm.size, grid, strategy, blas_threads, options)
+            return decide_job(A, B, comm.size, grid, strategy, blas_threads, options, kernel)
     else:
         decide = None
         A = B = None
@@ -169,7 +202,7 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     agreed = control.settle(comm, root, decide, cached.scratch)
     job = make_job(cached, root, agreed, blas_threads)
     check_memory(job)
-    stats.record(grid=str(job.grid), blas_threads=job.blas_threads)
+    stats.record(grid=str(job.grid), blas_threads=job.blas_threads, kernel=job.kernel.name)
     if agreed["auto"]:
         stats.record(auto=agreed["auto"])
     C = STRATEGIES[job.strategy](A, B, job, stats)

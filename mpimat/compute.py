@@ -57,8 +57,10 @@ def blas_threads(threads: Optional[int]):
             lib.set_num_threads(before)
 
 
-def local_product(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """a @ b, into `out` when given (out has numpy's result dtype)."""
+def local_product(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None, kernel=None) -> np.ndarray:
+    """a @ b, into `out` when given (out has numpy's result dtype); on `kernel` (kernels.py) if given."""
+    if kernel is not None:
+        return kernel.matmul(a, b, out)
     if out is None:
         return np.matmul(a, b)
     if out.size:

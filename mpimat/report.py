@@ -33,6 +33,7 @@ PHASES = ("load", "distribute", "compute", "gather", "write", "verify")
 FIELDS: Dict[str, str] = {
     "grid": "api: the process grid used, 'PRxPC'",
     "blas_threads": "api: BLAS threads per rank (null: BLAS's own default)",
+    "kernel": "api: the local kernel that ran ('numpy' or 'torch'; kernels.py)",
     "auto": "api (strategy=auto): the model's choice: strategy, grid, options, predicted_seconds, "
             "predicted_phases, machine (the calibration's source)",
     "panels": "tiles: result panels this rank computed of its own tile",

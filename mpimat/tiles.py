@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .compute import blas_threads, local_product
+from .compute import local_product
 from .buffers import fresh
 from .movement import RankExchange, RootExchange
 from .partition import Layout
@@ -52,13 +52,14 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
         else:
             ex = RankExchange(gc, layout, job.dtype_a, job.dtype_b, job.dtype_c, job.order_a, job.order_b,
                               stats, opts.panel_flops, opts.tail_flops)
-    with stats.phase("compute"), blas_threads(job.blas_threads):
+    kernel = job.kernel  # kernels.py: numpy's matmul, or torch's for the dtypes it does as numpy
+    with stats.phase("compute"), kernel.threads(job.blas_threads):
         if gc.is_root:
             # Its own panels, then the ends of late ranks' tiles
             # (takeover.py), straight from A and B into C.
             for r0, r1, c0, c1 in ex.root_work():
                 started = time.perf_counter()
-                local_product(A[r0:r1, :], B[:, c0:c1], out=C[r0:r1, c0:c1])
+                local_product(A[r0:r1, :], B[:, c0:c1], out=C[r0:r1, c0:c1], kernel=kernel)
                 stats.event("panel", started, time.perf_counter(), (r1 - r0) * (c1 - c0) * C.itemsize)
                 ex.progress()
             # Waiting for the late ranks' answers is gathering, not compute.
@@ -76,7 +77,7 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
                 ready = time.perf_counter()
                 waited += ready - started
                 stats.event("wait", started, ready)
-                result = local_product(a, b, out=ex.result_buffer(i, job.dtype_c))
+                result = local_product(a, b, out=ex.result_buffer(i, job.dtype_c), kernel=kernel)
                 stats.event("panel", ready, time.perf_counter(), result.nbytes)
                 ex.send_panel(result)
                 ex.progress()

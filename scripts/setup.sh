@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's set-up command for a fresh machine:
-#   - .venv: mpimat (editable) with its test and plot extras; the mpich wheel
-#     gives .venv/bin/mpiexec;
+#   - .venv: mpimat (editable) with its test and plot extras and torch (the
+#     optional kernel, pinned); the mpich wheel gives .venv/bin/mpiexec;
 #   - .venv-lightning: the Lightning runtime's own venv (lightning-app 2.3.2
 #     needs numpy<2), used by tests/lightning;
 #   - then runs the default job on 2 ranks.
@@ -18,6 +18,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: pip install -e '.[test,plot]' into .venv"
 .venv/bin/python -m pip install --quiet -e ".[test,plot]"
+# The optional torch kernel (--kernel torch), pinned: this version is a CPU
+# build (~20 s here); an unpinned torch would pull a CUDA build of several GB.
+echo "setup: pip install torch==2.13.0 into .venv (the optional kernel, tested)"
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
 bash scripts/lightning_env.sh "$ROOT"
 
 echo "setup: running the default job: .venv/bin/mpiexec -n 2 .venv/bin/python -m mpimat"

@@ -35,7 +35,7 @@ from .launcher import foreign_launcher_message
 SUBCOMMANDS = {"plan": plan, "calibrate": calibrate, "report": timeline}
 
 # The library's parameter names -> the flags that set them.
-FLAGS = {"grid": "--grid", "blas_threads": "--blas-threads", "strategy": "--strategy"}
+FLAGS = {"grid": "--grid", "blas_threads": "--blas-threads", "strategy": "--strategy", "kernel": "--kernel"}
 _PARAM = re.compile(r"(?<![\w-])(" + "|".join(FLAGS) + r")=")
 
 

@@ -54,6 +54,9 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--grid", metavar="PRxPC", help="force the process grid (default: fewest bytes moved)")
     run.add_argument("--blas-threads", type=positive, metavar="N",
                      help="BLAS threads per rank (default 1 when ranks share a node, else BLAS's default)")
+    run.add_argument("--kernel", choices=("numpy", "torch", "auto"), default="numpy",
+                     help="local products: numpy (default), torch (CPU, zero copy; numpy for the dtypes torch does "
+                          "not do exactly as numpy) or auto (the faster per dtype, as calibrate measured)")
     run.add_argument("--tasks-per-message", type=positive, default=1, metavar="K",
                      help="dot strategy: tasks batched per message (default 1)")
     run.add_argument("--keep-blocks", action="store_true",
@@ -220,7 +223,7 @@ def run(args, comm: MPI.Comm) -> int:
     failure = None  # the one line of a late failure (exit 1)
     with Progress(stats, show):
         C = api.matmul(A, B, comm=comm, root=root, grid=args.grid, strategy=args.strategy,
-                       blas_threads=args.blas_threads, stats=stats, **options)
+                       blas_threads=args.blas_threads, kernel=args.kernel, stats=stats, **options)
         code = EXIT_OK
         if comm.rank == root:
             # numpy's shape for vectors; checked and reported as matrices.

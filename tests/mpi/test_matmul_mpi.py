@@ -256,9 +256,9 @@ def test_root_takes_over_the_ends_of_late_tiles(order, monkeypatch):
     if comm.rank != 0:
         real = tiles.local_product
 
-        def slow(a, b, out=None):
+        def slow(a, b, out=None, kernel=None):
             time.sleep(0.05)
-            return real(a, b, out=out)
+            return real(a, b, out=out, kernel=kernel)
 
         monkeypatch.setattr(tiles, "local_product", slow)
     A, B = random_pair(260, 40, 260, "float64", seed=15)
@@ -331,3 +331,29 @@ def test_vectors_follow_numpys_rules(shapes, dtype):
         np.testing.assert_allclose(np.asarray(C).astype(np.complex128), np.asarray(want).astype(np.complex128),
                                    rtol=1e-5)
         assert isinstance(C, np.ndarray) == isinstance(want, np.ndarray)
+
+
+# Local kernels (kernels.py): numpy's dtype and values whichever runs; the report says which ran.
+@pytest.mark.parametrize("dtype, runs", [("float64", "torch"), ("float32", "torch"), ("complex128", "torch"),
+                                         ("int16", "numpy"), ("float16", "numpy"), ("bool", "numpy")])
+def test_torch_kernel_or_numpys_fallback(dtype, runs):
+    pytest.importorskip("torch")
+    A, B = random_pair(70, 45, 66, dtype, seed=30)
+    stats = Stats()
+    run(A, B, kernel="torch", stats=stats, panel_flops=20000, tail_flops=2000)
+    assert stats.extra["kernel"] == runs
+    _, b = random_pair(1, 45, 66, "int8", seed=31)
+    stats = Stats()
+    run(A, b, kernel="torch", stats=stats)  # mixed dtypes: numpy
+    assert stats.extra["kernel"] == "numpy"
+
+
+def test_numpy_kernel_by_default_and_bad_kernel_everywhere():
+    A, B = random_pair(20, 10, 30, "float64", seed=32)
+    stats = Stats()
+    run(A, B, stats=stats)
+    assert stats.extra["kernel"] == "numpy"
+    a, b = on_root(0, A, B)
+    with pytest.raises(ValueError, match="kernel= must be one of numpy, torch, auto") as info:
+        matmul(a, b, comm=comm, kernel="cuda")
+    assert len(set(comm.allgather(str(info.value)))) == 1
