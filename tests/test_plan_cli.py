@@ -178,3 +178,18 @@ def test_old_calibration_files_load_with_one_level(tmp_path):
     path.write_text(json.dumps({"machine": {**old["machine"], "bandwidth_intra": 0}}))
     res = run(["plan", "--size", "512", "--calibration", str(path)])
     assert res.returncode == 2 and "bandwidth_intra must be positive" in res.stderr
+
+
+def test_calibrate_picks_a_kernel_per_dtype_and_auto_follows_it(tmp_path, calibration):
+    pytest.importorskip("torch")
+    doc = json.loads(calibration.read_text())
+    assert set(doc["kernels"]) == {"float32", "float64", "complex64", "complex128"}
+    assert set(doc["kernels"].values()) <= {"numpy", "torch"}
+    rep = tmp_path / "r.json"
+    res = run(["--size", "300", "--kernel", "auto", "--report", str(rep), "--quiet"], ranks=2,
+              env={"MPIMAT_CALIBRATION": str(calibration)})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(rep.read_text())["kernel"] == doc["kernels"]["float64"]
+    res = run(["--size", "300", "--dtype", "int32", "--kernel", "auto", "--report", str(rep), "--quiet"], ranks=2,
+              env={"MPIMAT_CALIBRATION": str(calibration)})
+    assert res.returncode == 0 and json.loads(rep.read_text())["kernel"] == "numpy"  # torch's ints are not numpy's

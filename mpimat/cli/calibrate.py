@@ -43,7 +43,7 @@ from typing import Optional
 import numpy as np
 from mpi4py import MPI
 
-from .. import calibration
+from .. import calibration, kernels
 from ..api import matmul
 from ..compute import blas_threads, cpu_count
 from ..control import agree
@@ -215,6 +215,27 @@ def compute_rates(quick: bool) -> dict:
             "dot_gflops": 2 * big / max(tb, 1e-9) / 1e9, "blas_setup": setup}
 
 
+KERNEL_DTYPES = ("float32", "float64", "complex64", "complex128")
+KERNEL_MARGIN = 1.03  # torch must beat numpy by more than the noise of a short timing
+
+
+def kernel_table(quick: bool) -> dict:
+    """Per dtype, the faster local kernel at one thread (a rank's share of a node): {} without torch.
+
+    Only where torch multiplies exactly as numpy does (kernels.TorchKernel);
+    torch is chosen only if it is faster by more than KERNEL_MARGIN.
+    """
+    if not kernels.available()["torch"]:
+        return {}
+    n = 384 if quick else 768
+    table = {}
+    for dtype in KERNEL_DTYPES:
+        rates = {name: kernels.gflops(kernels.get_kernel(name), n, dtype, threads=1, repeat=2 if quick else 3)
+                 for name in ("numpy", "torch")}
+        table[dtype] = "torch" if rates["torch"] > KERNEL_MARGIN * rates["numpy"] else "numpy"
+    return table
+
+
 def dispatch_costs(comm: MPI.Comm, quick: bool) -> dict:
     """Root time per message of the dot strategy: K=1 and K=32 at k=1, K=1 at k=256.
 
@@ -259,6 +280,7 @@ def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
         # MPICH busy-polls in blocking calls, which would halve rank 0's
         # CPU on a machine with few cores.
         rates = compute_rates(quick) if pair.rank == 0 else None
+        table = kernel_table(quick) if pair.rank == 0 else None
         idle_barrier(pair)
         disp = dispatch_costs(pair, quick)
         if pair.rank == 0:
@@ -269,6 +291,7 @@ def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
                    "latency_intra": intra[0] if intra and inter else None,
                    "bandwidth_intra": intra[1] if intra and inter else None,
                    "ranks_per_node": block_ranks_per_node(nodes) if inter else None}
+            out["_kernels"] = table
             out["_layout"] = {"nodes": len(set(nodes)), "ranks": len(nodes),
                               "ranks_per_node": [nodes.count(x) for x in sorted(set(nodes))],
                               "pairs": {kind: list(p) for kind, p in pairs.items()}}
@@ -285,6 +308,7 @@ def document(figures: dict) -> dict:
     return {
         "machine": machine,
         "layout": figures.get("_layout"),
+        "kernels": figures.get("_kernels") or {},
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": {"numpy": np.__version__, "mpi4py": mpi4py.__version__,
@@ -347,7 +371,10 @@ def run(args, comm: MPI.Comm) -> int:
         if args.json:
             print(path.read_text(), end="", flush=True)
         else:
-            print(summary(doc["machine"], path, doc["layout"]), flush=True)
+            text = summary(doc["machine"], path, doc["layout"])
+            if doc["kernels"]:
+                text += "\n  kernels (faster at 1 thread)  " + ", ".join(f"{d} {k}" for d, k in doc["kernels"].items())
+            print(text, flush=True)
         return {}
 
     agree(comm, 0, decide if comm.rank == 0 else None)
