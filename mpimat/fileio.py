@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import stat
@@ -178,14 +179,27 @@ def npy_bytes(shape, dtype) -> int:
 _NAMED: Set[str] = set()
 
 
+def named_temp(path: str) -> None:
+    """Register a named temp file that must not outlive a failed run (removed by remove_temp_files)."""
+    _NAMED.add(path)
+
+
+def forget_temp(path: str) -> None:
+    """The temp file was renamed into place or removed: nothing to clean up any more."""
+    _NAMED.discard(path)
+
+
 def remove_temp_files() -> None:
-    """Remove every named temp file this process has open (signal handlers call this)."""
+    """Remove every named temp file this process has open (signal handlers and exit call this)."""
     for path in list(_NAMED):
         try:
             os.unlink(path)
         except OSError:
             pass
         _NAMED.discard(path)
+
+
+atexit.register(remove_temp_files)
 
 
 def check_output(path: str, flag: str) -> str:
@@ -281,7 +295,7 @@ class AtomicWriter:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
                     raise
         fd, self.named = tempfile.mkstemp(prefix=".mpimat-", suffix=".tmp", dir=self.directory)
-        _NAMED.add(self.named)
+        named_temp(self.named)
         return fd
 
     def prepare(self, write: Callable) -> None:
@@ -317,9 +331,9 @@ class AtomicWriter:
                 tmp = tempfile.mktemp(prefix=".mpimat-", suffix=".tmp", dir=self.directory)
                 link_fd(self.fd, tmp)
                 self.named = tmp
-                _NAMED.add(tmp)
+                named_temp(tmp)
             os.replace(self.named, self.path)
-            _NAMED.discard(self.named)
+            forget_temp(self.named)
             self.named = None
             dirfd = os.open(self.directory, os.O_RDONLY)
             try:
@@ -340,7 +354,7 @@ class AtomicWriter:
                 os.unlink(self.named)
             except OSError:
                 pass
-            _NAMED.discard(self.named)
+            forget_temp(self.named)
             self.named = None
         if self.fd is not None:
             os.close(self.fd)
