@@ -147,15 +147,10 @@ def check_memory(job: Job) -> None:
     if need is None or total < CHECK_MEMORY_BYTES:
         return
     complaint = memory.shortfall(need(job), f"rank {job.comm.rank} (its part of {job.m}x{job.k} @ {job.k}x{job.n})")
-    complaints = control.gather_json(job.comm, complaint, job.root)
-
-    def decide():
-        for line in complaints:
-            if line:
-                raise InputError(f"{line}: use more ranks (each holds less) or smaller matrices")
-        return {}
-
-    control.agree(job.comm, job.root, decide if job.comm.rank == job.root else None)
+    advice = ": use more ranks (each holds less) or smaller matrices"
+    if job.strategy == "tiles" and job.comm.rank == job.root and complaint:
+        complaint += " (the root holds all of C with the root-scatter strategies; mpimat.dist keeps C in blocks)"
+    control.refuse_if_any(job.comm, job.root, complaint, advice)
 
 
 def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,

@@ -12,10 +12,15 @@ from __future__ import annotations
 from . import calibration, model
 
 
-def choose(m: int, k: int, n: int, ranks: int, dtype) -> dict:
-    """The model's pick for this product on `ranks` ranks, with its prediction (JSON-able)."""
+def choose(m: int, k: int, n: int, ranks: int, dtype, distributed: bool = False) -> dict:
+    """The model's pick for this product on `ranks` ranks, with its prediction (JSON-able).
+
+    distributed: the matrices can stay in blocks from start to end (the
+    command line's parallel I/O), so SUMMA competes; matmul(A, B) on the
+    root chooses among the root-scatter strategies.
+    """
     mach = calibration.load_or_defaults()
-    best = model.recommend(m, k, n, ranks, mach, dtype)["best"]
+    best = model.recommend(m, k, n, ranks, mach, dtype, distributed=distributed)["best"]
     strategy, grid, options = model.choice(best)
     return {"strategy": strategy, "grid": [grid.rows, grid.cols] if grid else None,
             "options": options, "predicted_seconds": best.total,

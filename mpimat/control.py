@@ -65,6 +65,19 @@ def agree(comm: MPI.Comm, root: int, decide: Optional[Callable[[], Any]]) -> Any
     return outcome(bcast_json(comm, verdict, root))
 
 
+def refuse_if_any(comm: MPI.Comm, root: int, complaint: Optional[str], advice: str = "") -> None:
+    """Collective: if any rank has a complaint (one line), every rank raises the first as InputError."""
+    complaints = gather_json(comm, complaint, root)
+
+    def decide():
+        for line in complaints:
+            if line:
+                raise InputError(f"{line}{advice}")
+        return {}
+
+    agree(comm, root, decide if comm.rank == root else None)
+
+
 SETTLE_BYTES = 1024  # one message: root check (16 bytes), length (8), a typical job (~400)
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Set, Tuple
 import numpy as np
 from numpy.lib import format as npformat
 
-from . import memory
+from . import memory, tempguard
 from .errors import InputError
 from .operands import check_dtype
 
@@ -180,13 +180,20 @@ _NAMED: Set[str] = set()
 
 
 def named_temp(path: str) -> None:
-    """Register a named temp file that must not outlive a failed run (removed by remove_temp_files)."""
+    """Register a named temp file that must not outlive a failed run.
+
+    remove_temp_files() removes it on a signal, an abort or at exit; a guard
+    process (tempguard.py) removes it should this process be killed outright.
+    """
     _NAMED.add(path)
+    tempguard.watch(path)
 
 
 def forget_temp(path: str) -> None:
     """The temp file was renamed into place or removed: nothing to clean up any more."""
-    _NAMED.discard(path)
+    if path in _NAMED:
+        _NAMED.discard(path)
+        tempguard.forget(path)
 
 
 def remove_temp_files() -> None:

@@ -165,6 +165,8 @@ class Prediction:
         if self.strategy == "dot":
             keep = " keep-blocks" if self.options.get("keep_blocks") else ""
             return f"dot K={self.options.get('tasks_per_message', 1)}{keep}"
+        if self.strategy == "summa":
+            return f"summa {self.grid}"
         return self.strategy
 
 
@@ -416,6 +418,67 @@ def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     }, notes, opts)
 
 
+def predict_summa(m: int, k: int, n: int, grid: Grid, mach: Machine, dtype="float64",
+                  from_root: bool = False) -> Prediction:
+    """SUMMA (dist/summa.py) on a pr x pc grid, the matrices in 2-D blocks from the start.
+
+    For each panel of k, a grid row broadcasts A's panel and a grid column
+    B's (MPICH Bcast, per panel); with one panel of look-ahead the
+    broadcasts overlap the local products, so compute is the larger of the
+    two plus one panel's broadcasts.  from_root: the data starts and ends on
+    rank 0 (matmul(A, B) on the root): then the blocks go out through rank
+    0's link and C's blocks come back through it (distribute, gather).
+    Notes carry the words each rank receives and the ITT lower bound (summa_words).
+    """
+    from .dist.layout import panel_width, panels
+
+    sa, sb, sc = itemsizes(dtype)
+    P, pr, pc = grid.size, grid.rows, grid.cols
+    rows, cols = -(-m // pr), -(-n // pc)
+    slow = mach.contention(P)
+    count = max(1, len(panels(k, grid, panel_width(k, rows, cols, sa, sb)))) if k else 0
+    comm = count * (bcast_time(pc, rows * k * sa / max(count, 1), mach)
+                    + bcast_time(pr, k * cols * sb / max(count, 1), mach)) if count else 0.0
+    flops = 2.0 * rows * cols * k / (mach.rate(dtype) * (mach.cores or 1) if P == 1 else mach.rate(dtype))
+    first = comm / count if count else 0.0
+    compute = max(flops, comm) + first + (mach.blas_setup if P > 1 else 0.0)
+    distribute = gather = 0.0
+    if from_root and P > 1:
+        distribute = fan_out_time(P - 1, (m * k * sa + k * n * sb) * (P - 1) / P, mach)
+        gather = fan_out_time(P - 1, m * n * sc * (P - 1) / P, mach)
+    words = summa_words(m, k, n, grid, sa, sb, sc)
+    notes = [f"each rank receives about {words['received_bytes'] / 1e6:.3g} MB in {count} panels; "
+             f"lower bound (Irony-Toledo-Tiskin 2004) with the {words['memory_bytes'] / 1e6:.3g} MB it holds: "
+             f"{words['bound_bytes'] / 1e6:.3g} MB"]
+    return Prediction("summa", P, str(grid), {
+        "distribute": distribute * slow, "compute": compute * slow, "gather": gather * slow}, notes)
+
+
+def summa_words(m: int, k: int, n: int, grid: Grid, sa: int = 8, sb: int = 8, sc: int = 8) -> dict:
+    """Bytes SUMMA moves into each rank, against the communication lower bound for its memory.
+
+    received: a rank receives the parts of its grid row's A block and its
+    grid column's B block that others own: rows*k*(pc-1)/pc + k*cols*(pr-1)/pr.
+    bound: Irony, Toledo and Tiskin (J. Parallel Distrib. Comput. 64, 2004,
+    Theorem 3.1): with M words of memory per processor, some processor of P
+    communicates at least  m k n / (2 sqrt(2) P sqrt(M)) - M  words (stated
+    for n x n; the same Loomis-Whitney argument counts m k n products).  M is
+    what SUMMA holds: its blocks of A, B and C and two panels of each operand.
+    The bound is for the busiest processor; words in units of the largest itemsize.
+    """
+    from .dist.layout import panel_width
+
+    pr, pc, P = grid.rows, grid.cols, grid.size
+    rows, cols = -(-m // pr), -(-n // pc)
+    received = rows * k * sa * (pc - 1) / pc + k * cols * sb * (pr - 1) / pr
+    width = panel_width(k, rows, cols, sa, sb) if k else 0
+    memory = rows * -(-k // pc) * sa + -(-k // pr) * cols * sb + rows * cols * sc + 2 * width * (rows * sa + cols * sb)
+    word = max(sa, sb, sc)
+    M = max(memory / word, 1.0)
+    bound = max(0.0, m * k * n / (2 * math.sqrt(2) * P * math.sqrt(M)) - M) * word
+    return {"received_bytes": received, "memory_bytes": memory, "bound_bytes": bound}
+
+
 def predict_blog(n: int, mach: Machine, dtype="float64") -> Dict[str, float]:
     """The blog's scenario: P = n^2 ranks, one dot product each, data on rank 0.
 
@@ -472,8 +535,16 @@ def lower_bound(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
 # --- choosing ----------------------------------------------------------------
 
 def candidates(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64",
-               with_dot: bool = True) -> List[Prediction]:
+               with_dot: bool = True, distributed: bool = False) -> List[Prediction]:
+    """Predictions for every strategy and grid.
+
+    distributed: the job can start and end with the matrices in blocks (the
+    command line reads, generates and writes them in parallel), so SUMMA
+    competes too; matmul(A, B) on the root keeps the root-scatter strategies.
+    """
     out = [predict_tiles(m, k, n, Grid(r, c), mach, dtype) for r, c in factor_pairs(ranks)]
+    if distributed:
+        out += [predict_summa(m, k, n, Grid(r, c), mach, dtype) for r, c in factor_pairs(ranks)]
     if with_dot:
         for K in (1, 64, 1024):
             for keep in (False, True):
@@ -481,9 +552,10 @@ def candidates(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64
     return sorted(out, key=lambda p: p.total)
 
 
-def recommend(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64") -> dict:
+def recommend(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64",
+              distributed: bool = False) -> dict:
     """The fastest runnable choice on exactly `ranks` ranks, and advice on rank count."""
-    cands = candidates(m, k, n, ranks, mach, dtype)
+    cands = candidates(m, k, n, ranks, mach, dtype, distributed=distributed)
     best = cands[0]
     advice = None
     # Would fewer ranks be faster?  (e.g. when the root's link costs more than the flops save)
@@ -503,9 +575,9 @@ def recommend(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float64"
 
 def choice(best: Prediction) -> Tuple[str, Optional[Grid], dict]:
     """(strategy, grid, options) that run a prediction (grid None for dot)."""
-    if best.strategy == "tiles":
+    if best.strategy in ("tiles", "summa"):
         r, c = best.grid.split("x")
-        return "tiles", Grid(int(r), int(c)), {}
+        return best.strategy, Grid(int(r), int(c)), {}
     return best.strategy, None, dict(best.options)
 
 

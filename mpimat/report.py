@@ -31,12 +31,14 @@ PHASES = ("load", "distribute", "compute", "gather", "write", "verify")
 
 # What Stats.record accepts: name -> (who writes it, meaning).
 FIELDS: Dict[str, str] = {
-    "grid": "api: the process grid used, 'PRxPC'",
+    "grid": "api, summa: the process grid used, 'PRxPC'",
     "blas_threads": "api: BLAS threads per rank (null: BLAS's own default)",
     "kernel": "api: the local kernel that ran ('numpy' or 'torch'; kernels.py)",
     "auto": "api (strategy=auto): the model's choice: strategy, grid, options, predicted_seconds, "
             "predicted_phases, machine (the calibration's source)",
-    "panels": "tiles: result panels this rank computed of its own tile",
+    "panels": "tiles: result panels this rank computed of its own tile; summa: panels of k",
+    "panel_width": "summa: the widest panel (columns of A, rows of B)",
+    "wait_seconds": "summa: time this rank waited for a panel's broadcasts",
     "panels_taken_over": "tiles (root): tail pieces of late ranks' tiles the root computed",
     "tasks_per_message": "dot: tasks (dot products) per message, K",
     "keep_blocks": "dot: whether workers kept rows/columns (--keep-blocks)",

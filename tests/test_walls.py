@@ -17,7 +17,7 @@ STRATEGIES = {"mpimat.tiles", "mpimat.dot", "mpimat.takeover", "mpimat.movement"
 PURE = {"mpimat.partition", "mpimat.panels", "mpimat.model", "mpimat.verify", "mpimat.generate",
         "mpimat.operands", "mpimat.fileio", "mpimat.stats", "mpimat.buffers", "mpimat.compute",
         "mpimat.options", "mpimat.report", "mpimat.calibration", "mpimat.errors", "mpimat.memory",
-        "mpimat.shm", "mpimat.kernels", "mpimat.dist.layout", "mpimat.dist.gemm"}
+        "mpimat.shm", "mpimat.kernels", "mpimat.dist.layout", "mpimat.dist.gemm", "mpimat.tempguard"}
 
 
 def module_name(path: Path) -> str:

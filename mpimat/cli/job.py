@@ -9,27 +9,26 @@
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
-import threading
 import time
 
 import numpy as np
 from mpi4py import MPI
 
-from .. import api, control, generate, memory, report, verify
+from .. import api, auto, control, generate, memory, report, verify
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
-from ..fileio import AtomicWriter, OutputError, load_npy, npy_bytes, printable, same_file
+from ..fileio import OutputError, load_npy, npy_bytes, printable
 from ..operands import as_matrices, result_dtype
 from ..partition import parse_grid
 from ..stats import Stats
+from . import summa
+from .outputs import LAUNCHER, check_outputs, commit, versions
+from .progress import Progress
 from .args import ArgumentParser, dtype_arg, nonneg, positive
 
 DEFAULT_SIZE = 2048
-OUTPUTS = ("out", "report", "trace")  # committed in this order, --out last
-LAUNCHER = os.getppid()  # the process that started this rank (mpiexec's proxy, slurmstepd, a shell)
+STRATEGIES = ("auto", "dot", "summa", "tiles")  # api's (root-scatter) and summa (mpimat.dist)
 
 
 def build_parser() -> ArgumentParser:
@@ -50,7 +49,8 @@ def build_parser() -> ArgumentParser:
     src.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     run = p.add_argument_group("run")
     run.add_argument("--strategy", default="tiles",
-                     help=f"how dot products are assigned: {', '.join(api.strategy_names())} (default tiles)")
+                     help=f"how dot products are assigned: {', '.join(STRATEGIES)} (default tiles; summa keeps "
+                          "the matrices in blocks from file to file)")
     run.add_argument("--grid", metavar="PRxPC", help="force the process grid (default: fewest bytes moved)")
     run.add_argument("--blas-threads", type=positive, metavar="N",
                      help="BLAS threads per rank (default 1 when ranks share a node, else BLAS's default)")
@@ -84,8 +84,8 @@ def check_args(args):
         raise InputError("--a/--b and --shape/--size are exclusive")
     if args.shape and args.size is not None:
         raise InputError("--shape and --size are exclusive")
-    if args.strategy not in api.strategy_names():
-        raise InputError(f"unknown --strategy {args.strategy!r} (choose from {', '.join(api.strategy_names())})")
+    if args.strategy not in STRATEGIES:
+        raise InputError(f"unknown --strategy {args.strategy!r} (choose from {', '.join(STRATEGIES)})")
     if args.grid is not None:
         try:
             args.grid = parse_grid(args.grid)
@@ -97,39 +97,6 @@ def check_args(args):
         n = DEFAULT_SIZE if args.size is None else args.size
         args.dims = (n, n, n)
     return args
-
-
-class Progress:
-    """A one-line phase display on rank 0's terminal for runs over half a second."""
-
-    def __init__(self, stats: Stats, enabled: bool):
-        self.stats, self.enabled = stats, enabled
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True) if enabled else None
-        self.shown = False
-
-    def __enter__(self):
-        if self.thread:
-            self.thread.start()
-        return self
-
-    def loop(self):
-        start = time.perf_counter()
-        while not self.done.wait(0.25):
-            phase = self.stats.current
-            if phase and time.perf_counter() - start > 0.5:
-                spent = time.perf_counter() - self.stats.phase_started
-                sys.stderr.write(f"\rmpimat: {phase:<10} {spent:7.1f} s   ")
-                sys.stderr.flush()
-                self.shown = True
-
-    def __exit__(self, *exc):
-        if self.thread:
-            self.done.set()
-            self.thread.join()
-            if self.shown:
-                sys.stderr.write("\r" + " " * 40 + "\r")
-                sys.stderr.flush()
 
 
 def load_inputs(args, stats: Stats):
@@ -145,52 +112,50 @@ def load_inputs(args, stats: Stats):
             need = (m * k + k * n) * dtype.itemsize + m * n * result_dtype(dtype, dtype).itemsize
             short = memory.shortfall(need, f"rank 0 (A, B and C of {m}x{k} @ {k}x{n} {dtype})")
             if short:
-                raise InputError(f"{short}; use smaller matrices or run where rank 0 has more memory")
+                raise InputError(f"{short}; --strategy summa keeps every matrix in blocks over all ranks")
             A, B = generate.random_pair(m, k, n, dtype, args.seed)
     return A, B
 
 
-def check_outputs(args) -> dict:
-    """Rank 0: the AtomicWriters of --out and --report, after refusing paths that clash."""
-    writers = {}
-    for flag in OUTPUTS:
-        path = getattr(args, flag)
-        if path is not None:
-            writers[flag] = AtomicWriter(path, f"--{flag}")
-    for i, one in enumerate(writers):
-        for other in list(writers)[i + 1:]:
-            if same_file(getattr(args, one), getattr(args, other)):
-                raise InputError(f"--{one} {getattr(args, one)} and --{other} {getattr(args, other)} are the same file")
-    # --out may replace an input (inputs are read first); a report or trace would destroy one.
-    for flag in ("report", "trace"):
-        for source in ("a", "b"):
-            if flag in writers and getattr(args, source) and same_file(getattr(args, flag), getattr(args, source)):
-                raise InputError(f"--{flag} {getattr(args, flag)} is the input --{source}: refusing to overwrite it")
-    return writers
-
-
-def versions() -> dict:
-    import mpi4py
-
-    from .. import __version__
-
-    out = {
-        "mpimat": __version__, "numpy": np.__version__, "mpi4py": mpi4py.__version__,
-        "mpi": MPI.Get_library_version().splitlines()[0].strip(),
-        "python": platform.python_version(),
-    }
-    try:
-        from threadpoolctl import threadpool_info
-
-        out["blas"] = [f"{i.get('internal_api')} {i.get('version')}" for i in threadpool_info()
-                       if i.get("user_api") == "blas"]
-    except Exception:  # informational only
-        pass
-    return out
-
-
 def run(args, comm: MPI.Comm) -> int:
-    """The job itself; returns the exit code (the same on every rank).
+    """The job; returns the exit code (the same on every rank).
+
+    --strategy summa (or auto, when the model picks it for data that can
+    stay in blocks) runs the distributed job (summa.py); everything else the
+    root-scatter job below.
+    """
+    if args.strategy in ("summa", "auto"):
+        root = 0
+        writers, shape = {}, None
+
+        def decide():
+            nonlocal writers, shape
+            shape = summa.problem(args)
+            chosen = None
+            if args.strategy == "auto":
+                # --verify exact needs everything on rank 0: then only root-scatter strategies.
+                chosen = auto.choose(shape["m"], shape["k"], shape["n"], comm.size,
+                                     result_dtype(np.dtype(shape["dtype_a"]), np.dtype(shape["dtype_b"])),
+                                     distributed=args.verify != "exact")
+                if chosen["strategy"] != "summa":
+                    return {"summa": False}
+            elif args.verify == "exact":
+                raise InputError("--verify exact gathers A, B and C on rank 0; with --strategy summa use "
+                                 "--verify freivalds")
+            grid = summa.choose_grid(args, shape, comm.size, chosen)
+            writers = check_outputs(args)
+            if "out" in writers:
+                writers["out"].check_space(summa.space_needed(shape))
+            return {"summa": True, "shape": shape, "grid": grid, "auto": chosen}
+
+        agreed = control.agree(comm, root, decide if comm.rank == root else None)
+        if agreed["summa"]:
+            return summa.run(args, comm, writers, agreed["shape"], agreed["grid"], agreed["auto"])
+    return run_root(args, comm)
+
+
+def run_root(args, comm: MPI.Comm) -> int:
+    """The root-scatter job: rank 0 holds A, B and C (tiles, dot, or auto's pick among them).
 
     Outputs are written out of sight first and put in place only when
     everything else has succeeded, --out last (fileio.AtomicWriter).
@@ -265,20 +230,3 @@ def run(args, comm: MPI.Comm) -> int:
         elif failure:
             print(f"mpimat: error: {printable(failure)}", file=sys.stderr, flush=True)
     return int(control.bcast_json(comm, code, root))
-
-
-def commit(writers: dict, rep: dict, code: int, failure):
-    """Rank 0: write the report, then put --out in place, only if all went well; (code, failure)."""
-    try:
-        if "report" in writers:
-            writers["report"].write_text(json.dumps(rep, indent=2) + "\n")
-        if "trace" in writers:
-            writers["trace"].write_text(json.dumps(report.chrome_trace(rep)) + "\n")
-        if "out" in writers and code == EXIT_OK:
-            writers["out"].commit()
-    except OutputError as exc:
-        code, failure = EXIT_FAILURE, str(exc)
-    finally:
-        if "out" in writers:
-            writers["out"].discard()  # nothing, once committed
-    return code, failure

@@ -201,11 +201,8 @@ def _write_all(fh: MPI.File, buf) -> None:
 def _commit(tmp: str, path: str) -> None:
     """fsync and rename into place (root only); remove the temp file on failure."""
     try:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -222,6 +219,22 @@ def save_npy(path: str, X: DistMatrix, root: int = 0) -> None:
     The file appears, complete, only if every rank wrote its block; any
     failure raises the same InputError on every rank, removes the temp file
     and leaves an existing file at `path` as it was.
+    """
+    tmp = write_npy(path, X, root)
+    work = X.comm.Dup()
+    try:
+        agree(work, root, (lambda: commit_npy(tmp, os.fspath(path)) or True) if work.rank == root else None)
+    finally:
+        work.Free()
+
+
+def write_npy(path: str, X: DistMatrix, root: int = 0) -> Optional[str]:
+    """The writing half of save_npy: X, complete, in a temp file beside `path`.
+
+    Returns the temp file's path on the root (None elsewhere); the caller
+    puts it in place with commit_npy (root) once everything else has
+    succeeded, or drops it with discard_npy.  A failure raises the same
+    InputError on every rank and removes the temp file.
     """
     if not isinstance(X, DistMatrix):
         raise TypeError(f"X must be a DistMatrix, got {type(X).__name__}")
@@ -257,9 +270,20 @@ def save_npy(path: str, X: DistMatrix, root: int = 0) -> None:
                 _remove(tmp)
                 rank, message = bad[0]
                 raise InputError(message if rank == root else f"rank {rank}: {message}")
-            _commit(tmp, path)
             return True
 
         agree(work, root, decide if work.rank == root else None)
+        return tmp if work.rank == root else None
     finally:
         work.Free()
+
+
+def commit_npy(tmp: str, path: str) -> None:
+    """Root: fsync the written temp file and rename it over `path` (InputError on failure)."""
+    _commit(tmp, path)
+
+
+def discard_npy(tmp: Optional[str]) -> None:
+    """Root: drop a written temp file instead of committing it."""
+    if tmp:
+        _remove(tmp)

@@ -107,8 +107,7 @@ def _run(A, B, C, width, stats, blas_threads, row, col) -> List[Panel]:
         m, n = C.shape
         width = panel_width(k, -(-m // C.grid.rows), -(-n // C.grid.cols), A.dtype.itemsize, B.dtype.itemsize)
     plist = panels(k, C.grid, width)
-    stats.extra["panels"] = len(plist)
-    stats.extra["panel_width"] = max((p.width for p in plist), default=0)
+    stats.record(panels=len(plist), panel_width=max((p.width for p in plist), default=0))
     if not plist:  # k == 0: the product is zeros
         C.local[...] = 0
         return plist
@@ -138,7 +137,7 @@ def _run(A, B, C, width, stats, blas_threads, row, col) -> List[Panel]:
             ahead = current[2] if current else []
             poke = (lambda: MPI.Request.Testall(ahead)) if ahead else None
             acc.add(a, b, first=(i == 0), poke=poke)
-    stats.extra["wait_seconds"] = round(waited, 6)
+    stats.record(wait_seconds=round(waited, 6))
     return plist
 
 
@@ -179,14 +178,14 @@ def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
     else:
         grid = choose_summa_grid(m, k, n, comm.size, A.dtype.itemsize, B.dtype.itemsize)
     stats = Stats() if stats is None else stats
-    stats.extra["grid"] = str(grid)
+    stats.record(grid=str(grid))
     with stats.phase("distribute"):  # only when an operand is on another grid
         A2, B2 = redistribute(A, grid, stats), redistribute(B, grid, stats)
     if blas_threads is None:
         local = comm.Split_type(MPI.COMM_TYPE_SHARED)
         blas_threads = compute.default_blas_threads(local.size)
         local.Free()
-    stats.extra["blas_threads"] = blas_threads
+    stats.record(blas_threads=blas_threads)
     layout = BlockLayout((m, n), grid)
     C = DistMatrix(fresh(layout.block_of(comm.rank).shape, dtype_c, small=False), layout, comm, "C")
     with stats.phase("compute"):
