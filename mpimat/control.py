@@ -9,6 +9,7 @@ small JSON documents sent with buffer-based calls: nothing is unpickled.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -55,14 +56,26 @@ def outcome(verdict: dict) -> Any:
     return verdict["plan"]
 
 
-def agree(comm: MPI.Comm, root: int, decide: Optional[Callable[[], Any]]) -> Any:
+def agree(comm: MPI.Comm, root: int, decide: Optional[Callable[[], Any]], patient: bool = False) -> Any:
     """Run `decide` on the root, broadcast its result or its InputError.
 
     Every rank returns the same JSON-able value or raises the same exception
-    (`decide` is only called, and only needed, on the root).
+    (`decide` is only called, and only needed, on the root).  patient: the
+    other ranks wait for a long decision (reading or generating the inputs)
+    asleep (idle_barrier) instead of busy-polling a core the root could use.
     """
     verdict = verdict_of(decide) if comm.rank == root else None
+    if patient:
+        idle_barrier(comm)
     return outcome(bcast_json(comm, verdict, root))
+
+
+def idle_barrier(comm: MPI.Comm, poll: float = 0.001) -> None:
+    """A barrier that sleeps while it waits: MPICH's blocking calls spin, taking a core from
+    whoever is working meanwhile (on a node with as many ranks as cores, the root's threads)."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll)
 
 
 def refuse_if_any(comm: MPI.Comm, root: int, complaint: Optional[str], advice: str = "") -> None:

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from launch import run_mpimat
+from mpimat import model
+from mpimat.calibration import load as load_calibration
 
 TIMEOUT = 120
 
@@ -124,6 +126,16 @@ def test_auto_strategy_follows_the_model(tmp_path, calibration):
     assert res.returncode == 0, res.stderr
     r = json.loads(rep.read_text())
     assert r["verification"]["passed"]
+    # Random inputs can stay in blocks, so summa competes (issue 12); with --verify exact (which
+    # gathers everything on rank 0) only the root-scatter strategies do.
+    mach = load_calibration(str(calibration))
+    best = model.recommend(400, 30, 20, 2, mach, "float64", distributed=True)["best"]
+    assert r["auto"]["strategy"] == best.strategy and r["auto"]["grid"] == [int(x) for x in best.grid.split("x")]
+    assert r["grid"] == best.grid and r["auto"]["machine"] == f"calibration {calibration}"
+    res = run(["--shape", "400", "30", "20", "--strategy", "auto", "--verify", "exact", "--report", str(rep),
+               "--quiet"], ranks=2, env={"MPIMAT_CALIBRATION": str(calibration)})
+    assert res.returncode == 0, res.stderr
+    r = json.loads(rep.read_text())
     assert r["auto"]["strategy"] == "tiles" and r["auto"]["grid"] == [2, 1]
     assert r["grid"] == "2x1" and r["auto"]["machine"] == f"calibration {calibration}"
 
@@ -193,3 +205,24 @@ def test_calibrate_picks_a_kernel_per_dtype_and_auto_follows_it(tmp_path, calibr
     res = run(["--size", "300", "--dtype", "int32", "--kernel", "auto", "--report", str(rep), "--quiet"], ranks=2,
               env={"MPIMAT_CALIBRATION": str(calibration)})
     assert res.returncode == 0 and json.loads(rep.read_text())["kernel"] == "numpy"  # torch's ints are not numpy's
+
+
+def test_plan_shows_summa_bytes_next_to_the_communication_lower_bound():
+    res = run(["plan", "--size", "8192", "--ranks", "16", "--latency", "2us", "--bandwidth", "10GB/s",
+               "--gflops", "40", "--json"])
+    assert res.returncode == 0, res.stderr
+    sm = json.loads(res.stdout)["summa"]
+    # A near-square grid (the flops hide the rest); each rank receives the parts of its row block
+    # of A and of its column block of B that the others own.
+    assert sm["grid"] in ("4x4", "2x8", "8x2")
+    pr, pc = map(int, sm["grid"].split("x"))
+    want = 8192 // pr * 8192 * 8 * (pc - 1) / pc + 8192 * (8192 // pc) * 8 * (pr - 1) / pr
+    assert sm["received_bytes"] == pytest.approx(want)
+    assert 0 <= sm["bound_bytes"] < sm["received_bytes"]  # here the memory is large: the bound is weak
+    big = run(["plan", "--size", "100000", "--ranks", "1024", "--latency", "2us", "--bandwidth", "10GB/s",
+               "--gflops", "40", "--json"])
+    sm = json.loads(big.stdout)["summa"]
+    assert 0 < sm["bound_bytes"] < sm["received_bytes"]
+    text = run(["plan", "--size", "8192", "--ranks", "16", "--latency", "2us", "--bandwidth", "10GB/s",
+                "--gflops", "40"]).stdout
+    assert "--strategy summa" in text and "Irony, Toledo, Tiskin 2004" in text

@@ -46,7 +46,7 @@ from mpi4py import MPI
 from .. import calibration, kernels
 from ..api import matmul
 from ..compute import blas_threads, cpu_count
-from ..control import agree
+from ..control import agree, idle_barrier
 from ..errors import EXIT_OK, InputError
 from ..stats import Stats
 from .args import ArgumentParser
@@ -160,13 +160,6 @@ def pingpong(comm: MPI.Comm, nbytes: int, rounds: int, repeats: int) -> float:
                 comm.Send([buf, MPI.BYTE], dest=0, tag=TAG)
         best = min(best, (time.perf_counter() - start) / rounds / 2)
     return best
-
-
-def idle_barrier(comm: MPI.Comm) -> None:
-    """A barrier that sleeps instead of spinning while it waits."""
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(0.002)
 
 
 def best_time(fn, repeats: int) -> float:

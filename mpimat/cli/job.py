@@ -180,7 +180,7 @@ def run_root(args, comm: MPI.Comm) -> int:
 
     comm.Barrier()
     stats.origin = time.perf_counter()  # the timeline's zero, the same moment on every rank
-    control.agree(comm, root, decide if comm.rank == root else None)
+    control.agree(comm, root, decide if comm.rank == root else None, patient=True)
     # Only the dot strategy takes these flags (auto decides its own).
     options = {"tasks_per_message": args.tasks_per_message, "keep_blocks": args.keep_blocks} \
         if args.strategy == "dot" else {}
@@ -205,6 +205,7 @@ def run_root(args, comm: MPI.Comm) -> int:
                         writers["out"].prepare_npy(C)
                     except OutputError as exc:
                         code, failure = EXIT_FAILURE, str(exc)
+        control.idle_barrier(comm)  # the other ranks sleep while rank 0 verifies and writes
     # A rank whose launcher died (its parent changed) is an orphan of a job
     # mpiexec has already given up on: then nothing is committed.
     gathered = control.gather_json(comm, {"stats": stats.as_dict(), "whole": os.getppid() == LAUNCHER},

@@ -21,6 +21,7 @@ from .. import calibration, model
 from ..control import agree
 from ..errors import EXIT_OK, InputError
 from ..model import Machine
+from ..partition import Grid, factor_pairs
 from .args import ArgumentParser, dtype_arg, nonneg, parse_bandwidth, parse_latency, positive, typed
 
 
@@ -119,6 +120,12 @@ def build_plan(m: int, k: int, n: int, ranks: int, mach: Machine, dtype) -> dict
     }
     if m == n == k and n > 0:
         out["blog_scenario"] = model.predict_blog(n, mach, dtype)
+    # With the matrices in blocks from start to end (--strategy summa), rank 0's link is no bound.
+    summa = sorted((model.predict_summa(m, k, n, Grid(r, c), mach, dtype) for r, c in factor_pairs(ranks)),
+                   key=model.ranking)[0]
+    item = np.dtype(dtype).itemsize
+    out["summa"] = {"grid": summa.grid, "phases": summa.phases, "seconds": summa.total,
+                    **model.summa_words(m, k, n, Grid(*map(int, summa.grid.split("x"))), item, item, item)}
     return out
 
 
@@ -176,6 +183,17 @@ def render(plan: dict) -> str:
             f"  lower bound 2n^2 words / link bandwidth:         {fmt_seconds(blog['lower_bound_seconds'])}",
             f"  one rank doing it all:                           {fmt_seconds(blog['one_rank_seconds'])}",
             "  the time grows like n^2 (bandwidth) and n^3 for the literal scheme, not like n.",
+        ]
+    sm = plan.get("summa")
+    if sm:
+        lines += [
+            "",
+            "with the matrices in blocks from start to end (--strategy summa: parallel read, SUMMA, parallel write):",
+            f"  summa {sm['grid']}: predicted {fmt_seconds(sm['seconds'])} (compute with its panel broadcasts; no "
+            f"distribute or gather through rank 0)",
+            f"  each rank receives {fmt_bytes(sm['received_bytes'])} and holds {fmt_bytes(sm['memory_bytes'])}; with that "
+            f"memory M some rank must communicate at least {fmt_bytes(sm['bound_bytes'])}",
+            "  (Irony, Toledo, Tiskin 2004: m k n / (2 sqrt(2) P sqrt(M)) - M words)",
         ]
     r = plan["recommendation"]
     if r["strategy"] == "tiles":
