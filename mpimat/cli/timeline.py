@@ -74,7 +74,7 @@ def draw(rep: dict, writer: AtomicWriter) -> None:
                  f"grid {rep['grid']}: {rep['gflops']:.1f} GFLOP/s")
     handles = [Patch(color=c, label="load / generate" if p == "load" else p) for p, c in COLOURS.items()]
     handles += [Patch(color="#2e6b2e", label="panel (BLAS)"), Patch(color="#8c8c8c", label="waiting for inputs")]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=8, fontsize=8, frameon=False)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.38), ncol=8, fontsize=8, frameon=False)
     ax.set_xlim(left=0)
     fig.tight_layout()
     writer.prepare(lambda f: fig.savefig(f, format="png", dpi=110))
