@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -18,12 +17,12 @@ from mpi4py import MPI
 
 from .. import api, auto, control, generate, memory, report, verify
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
-from ..fileio import OutputError, load_npy, npy_bytes, printable
+from ..fileio import OutputError, load_npy, npy_bytes
 from ..operands import as_matrices, result_dtype
 from ..partition import parse_grid
 from ..stats import Stats
 from . import summa
-from .outputs import LAUNCHER, check_outputs, commit, versions
+from .outputs import announce, check_outputs, commit, gather_ranks, versions
 from .progress import Progress
 from .args import ArgumentParser, dtype_arg, nonneg, positive
 
@@ -208,13 +207,8 @@ def run_root(args, comm: MPI.Comm) -> int:
         control.idle_barrier(comm)  # the other ranks sleep while rank 0 verifies and writes
     # A rank whose launcher died (its parent changed) is an orphan of a job
     # mpiexec has already given up on: then nothing is committed.
-    gathered = control.gather_json(comm, {"stats": stats.as_dict(), "whole": os.getppid() == LAUNCHER},
-                                   root)
+    per_rank, code, failure = gather_ranks(comm, stats, root, code, failure)
     if comm.rank == root:
-        per_rank = [g["stats"] for g in gathered]
-        if code == EXIT_OK and not all(g["whole"] for g in gathered):
-            lost = [r for r, g in enumerate(gathered) if not g["whole"]]
-            code, failure = EXIT_FAILURE, f"the launcher of rank(s) {lost} is gone: nothing written"
         rep = report.build(
             shape=[A.shape[0], A.shape[1], B.shape[1]], dtype_a=str(A.dtype), dtype_b=str(B.dtype),
             dtype_c=str(C.dtype), inputs="files" if args.a else "random",
@@ -224,10 +218,5 @@ def run_root(args, comm: MPI.Comm) -> int:
             sizes={"A": int(A.nbytes), "B": int(B.nbytes), "C": int(C.nbytes)},
             versions=versions(), out=args.out if code == EXIT_OK and "out" in writers else None)
         code, failure = commit(writers, rep, code, failure)
-        if not args.quiet:
-            print(report.human(rep), flush=True)
-        if code == EXIT_VERIFY:
-            print(f"mpimat: error: verification failed: {verdict.detail}", file=sys.stderr, flush=True)
-        elif failure:
-            print(f"mpimat: error: {printable(failure)}", file=sys.stderr, flush=True)
+        announce(rep, code, failure, verdict, args.quiet)
     return int(control.bcast_json(comm, code, root))

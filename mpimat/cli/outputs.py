@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 
 import numpy as np
 from mpi4py import MPI
 
-from .. import report
-from ..errors import EXIT_FAILURE, EXIT_OK, InputError
-from ..fileio import AtomicWriter, OutputError, same_file
+from .. import control, report
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
+from ..fileio import AtomicWriter, OutputError, printable, same_file
 
 OUTPUTS = ("out", "report", "trace")  # committed in this order, --out last
 LAUNCHER = os.getppid()  # the process that started this rank (mpiexec's proxy, slurmstepd, a shell)
@@ -80,3 +81,29 @@ def commit(writers: dict, rep: dict, code: int, failure, out=None):
         if "out" in writers:
             writers["out"].discard()  # nothing, once committed
     return code, failure
+
+
+def gather_ranks(comm: MPI.Comm, stats, root: int, code: int, failure):
+    """Every rank's stats on the root, and whether every rank's launcher is still its parent.
+
+    A rank whose launcher died (its parent changed) is an orphan of a job
+    mpiexec has already given up on: then nothing is committed.  Returns
+    (per_rank, code, failure) on the root, (None, code, failure) elsewhere.
+    """
+    gathered = control.gather_json(comm, {"stats": stats.as_dict(), "whole": os.getppid() == LAUNCHER}, root)
+    if comm.rank != root:
+        return None, code, failure
+    if code == EXIT_OK and not all(g["whole"] for g in gathered):
+        lost = [r for r, g in enumerate(gathered) if not g["whole"]]
+        code, failure = EXIT_FAILURE, f"the launcher of rank(s) {lost} is gone: nothing written"
+    return [g["stats"] for g in gathered], code, failure
+
+
+def announce(rep: dict, code: int, failure, verdict, quiet: bool) -> None:
+    """Rank 0: the text report on stdout, and the one error line on stderr."""
+    if not quiet:
+        print(report.human(rep), flush=True)
+    if code == EXIT_VERIFY:
+        print(f"mpimat: error: verification failed: {verdict.detail}", file=sys.stderr, flush=True)
+    elif failure:
+        print(f"mpimat: error: {printable(failure)}", file=sys.stderr, flush=True)

@@ -11,7 +11,6 @@ blocks), write = the collective write, verify = the distributed check.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Optional
@@ -23,11 +22,11 @@ from .. import control, dist, memory, report
 from ..dist import npyio
 from ..dist.layout import BlockLayout, as_grid, choose_summa_grid, panel_width
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
-from ..fileio import npy_bytes, open_regular, printable, read_header
+from ..fileio import npy_bytes, open_regular, read_header
 from ..operands import check_dtype, result_dtype
 from ..stats import Stats
 from ..verify import Verdict
-from .outputs import LAUNCHER, commit, versions
+from .outputs import announce, commit, gather_ranks, versions
 from .progress import Progress
 
 
@@ -118,12 +117,8 @@ def run(args, comm: MPI.Comm, writers: dict, shape: dict, grid: list, auto: Opti
                     tmp = npyio.write_npy(args.out, C, root)
                 except InputError as exc:  # a late failure: the same on every rank
                     code, failure = EXIT_FAILURE, str(exc).replace("path=", "--out ", 1)
-    gathered = control.gather_json(comm, {"stats": stats.as_dict(), "whole": os.getppid() == LAUNCHER}, root)
+    per_rank, code, failure = gather_ranks(comm, stats, root, code, failure)
     if comm.rank == root:
-        per_rank = [g["stats"] for g in gathered]
-        if code == EXIT_OK and not all(g["whole"] for g in gathered):
-            lost = [r for r, g in enumerate(gathered) if not g["whole"]]
-            code, failure = EXIT_FAILURE, f"the launcher of rank(s) {lost} is gone: nothing written"
         dtype_c = C.dtype
         rep = report.build(
             shape=[m, k, n], dtype_a=str(dtype_a), dtype_b=str(dtype_b), dtype_c=str(dtype_c),
@@ -135,12 +130,7 @@ def run(args, comm: MPI.Comm, writers: dict, shape: dict, grid: list, auto: Opti
         code, failure = commit(writers, rep, code, failure, out=lambda: npyio.commit_npy(tmp, args.out))
         if tmp is not None and code != EXIT_OK:
             npyio.discard_npy(tmp)
-        if not args.quiet:
-            print(report.human(rep), flush=True)
-        if code == EXIT_VERIFY:
-            print(f"mpimat: error: verification failed: {verdict.detail}", file=sys.stderr, flush=True)
-        elif failure:
-            print(f"mpimat: error: {printable(failure)}", file=sys.stderr, flush=True)
+        announce(rep, code, failure, verdict, args.quiet)
     return int(control.bcast_json(comm, code, root))
 
 

@@ -15,7 +15,7 @@ import bisect
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from ..partition import Grid, block, factor_pairs, parse_grid
+from ..partition import Grid, Tile, block, factor_pairs, parse_grid
 
 # SUMMA's default panel: at most this many bytes per panel of either operand
 # (a BLAS call of this size runs at full speed), but never narrower than
@@ -24,25 +24,9 @@ PANEL_BYTES = 32 << 20
 MIN_PANEL_WIDTH = 128
 
 
-@dataclass(frozen=True)
-class Block:
-    """The part of the matrix that one rank holds: rows [row0, row1), columns [col0, col1)."""
-
-    rank: int
-    r: int
-    c: int
-    row0: int
-    row1: int
-    col0: int
-    col1: int
-
-    @property
-    def shape(self) -> Tuple[int, int]:
-        return self.row1 - self.row0, self.col1 - self.col0
-
-    @property
-    def empty(self) -> bool:
-        return self.row1 <= self.row0 or self.col1 <= self.col0
+# The part of a matrix one rank holds: rows [row0, row1), columns [col0, col1)
+# of grid rank (r, c) -- the same rectangle as a tile of the root-scatter strategies.
+Block = Tile
 
 
 @dataclass(frozen=True)
