@@ -29,7 +29,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..control import bcast_json
-from ..verify import (Verdict, default_rounds, freivalds_judge, freivalds_pass, freivalds_tolerance,
+from ..verify import (Verdict, careful_rounds, default_rounds, freivalds_judge, freivalds_pass, freivalds_tolerance,
                       freivalds_vectors, matvec, same_values, work_dtype)
 from .matrix import DistMatrix
 
@@ -305,21 +305,7 @@ def float_freivalds(A, B, C, red, rng, rounds) -> Verdict:
     bound = dist_matvec(A, dist_matvec(B, ones, np.float64, red, True, cols=sub), np.float64, red, True)[rows]
     cbound = dist_matvec(C, ones, np.float64, red, True, cols=sub)[rows]
     tol = freivalds_tolerance(bound, cbound, k, good_c.size, C.dtype)
-    worst = 0.0
-    for _ in range(rounds):
-        x = rng.uniform(-1.0, 1.0, size=good_c.size)
-        if wd.kind == "c":
-            x = (x + 1j * rng.uniform(-1.0, 1.0, size=good_c.size)) / np.sqrt(2)
-        x = x.astype(wd)
-        cx = dist_matvec(C, x, wd, red, cols=sub)[rows]
-        abx = dist_matvec(A, dist_matvec(B, x, wd, red, cols=sub), wd, red)[rows]
-        err = np.abs(cx - abx)
-        ratio = float(np.max(err / tol)) if err.size else 0.0
-        worst = max(worst, ratio)
-        if not np.all(err <= tol):
-            return Verdict("freivalds", False,
-                           f"|C x - A (B x)| exceeds the rounding bound by {ratio:.3g}x",
-                           {"rounds": rounds, "worst_error_ratio": worst})
-    return Verdict("freivalds", True, f"{rounds} rounds, worst error {worst:.3g} of the rounding bound",
-                   {"rounds": rounds, "worst_error_ratio": worst,
-                    "recomputed_rows": int(bad_rows.sum()), "recomputed_cols": int(bad_cols.sum())})
+    return careful_rounds(rng, rounds, good_c.size, wd, tol,
+                          lambda x: dist_matvec(C, x, wd, red, cols=sub)[rows],
+                          lambda x: dist_matvec(A, dist_matvec(B, x, wd, red, cols=sub), wd, red)[rows],
+                          int(bad_rows.sum()), int(bad_cols.sum()))
