@@ -210,25 +210,32 @@ def redistribute(X: DistMatrix, grid, stats=None) -> DistMatrix:
     work = X.comm.Dup()
     try:
         scount, stypes, rcount, rtypes = [0] * P, [MPI.BYTE] * P, [0] * P, [MPI.BYTE] * P
+
+        def region(frame, rows, cols):
+            """The overlap [rows) x [cols) as a datatype inside block `frame`, and its bytes (None if empty)."""
+            if rows[1] <= rows[0] or cols[1] <= cols[0]:
+                return None, 0
+            shape = (rows[1] - rows[0], cols[1] - cols[0])
+            return (types.region(frame.shape, *shape, (rows[0] - frame.row0, cols[0] - frame.col0), X.order),
+                    shape[0] * shape[1] * X.dtype.itemsize)
+
         for q in range(P):
+            r_new, c_new = new.grid.coords(q)
+            r_old, c_old = old.grid.coords(q)
             # What I send q: my old block ∩ q's new block, inside my old block.
-            rows = intersect((me_old.row0, me_old.row1), new.row_block(new.grid.coords(q)[0]))
-            cols = intersect((me_old.col0, me_old.col1), new.col_block(new.grid.coords(q)[1]))
-            if rows[1] > rows[0] and cols[1] > cols[0]:
+            send, nbytes = region(me_old, intersect((me_old.row0, me_old.row1), new.row_block(r_new)),
+                                  intersect((me_old.col0, me_old.col1), new.col_block(c_new)))
+            if send is not None:
+                scount[q], stypes[q] = 1, send
                 if stats is not None and q != X.comm.rank:
-                    stats.sent((rows[1] - rows[0]) * (cols[1] - cols[0]) * X.dtype.itemsize)
-                scount[q] = 1
-                stypes[q] = types.region(me_old.shape, rows[1] - rows[0], cols[1] - cols[0],
-                                         (rows[0] - me_old.row0, cols[0] - me_old.col0), X.order)
+                    stats.sent(nbytes)
             # What q sends me: q's old block ∩ my new block, inside my new block.
-            rows = intersect(old.row_block(old.grid.coords(q)[0]), (me_new.row0, me_new.row1))
-            cols = intersect(old.col_block(old.grid.coords(q)[1]), (me_new.col0, me_new.col1))
-            if rows[1] > rows[0] and cols[1] > cols[0]:
+            recv, nbytes = region(me_new, intersect(old.row_block(r_old), (me_new.row0, me_new.row1)),
+                                  intersect(old.col_block(c_old), (me_new.col0, me_new.col1)))
+            if recv is not None:
+                rcount[q], rtypes[q] = 1, recv
                 if stats is not None and q != X.comm.rank:
-                    stats.received((rows[1] - rows[0]) * (cols[1] - cols[0]) * X.dtype.itemsize)
-                rcount[q] = 1
-                rtypes[q] = types.region(me_new.shape, rows[1] - rows[0], cols[1] - cols[0],
-                                         (rows[0] - me_new.row0, cols[0] - me_new.col0), X.order)
+                    stats.received(nbytes)
         zeros = [0] * P
         work.Alltoallw([raw(X.local), (scount, zeros), stypes], [raw(out.local), (rcount, zeros), rtypes])
     finally:
