@@ -68,7 +68,7 @@ def main() -> int:
         print(f"  default job: wall {wall:.2f} s (runs {', '.join(f'{w:.2f}' for w in walls)}), multiply alone "
               f"{mult:.2f} s: {wall / mult:.2f}x (target <= 1.35x); plain numpy script {script:.2f} s: "
               f"job/script {wall / script:.2f} (target < 1)", flush=True)
-        print(f"    last run's phases: " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()), flush=True)
+        print("    last run's phases: " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()), flush=True)
         if args.files:
             subprocess.run([PY, "-c", f"""
 import numpy as np

@@ -236,6 +236,19 @@ def job_segments(ranks):
     return found
 
 
+def wait_for_phase(proc, phase, timeout=60):
+    """Read the job's --progress line until it shows `phase`."""
+    seen = ""
+    os.set_blocking(proc.stderr.fileno(), False)
+    deadline = time.monotonic() + timeout
+    while f"mpimat: {phase}" not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(proc.stderr.fileno(), 65536).decode(errors="replace")
+        except BlockingIOError:
+            time.sleep(0.02)
+    assert f"mpimat: {phase}" in seen, seen
+
+
 def signalled_run(tmp_path, phase, send, size=3072):
     """Start a job showing its phases, call send(proc, ranks) once `phase` shows; return what stays."""
     (tmp_path / "C.npy").write_bytes(b"existing")
@@ -243,15 +256,7 @@ def signalled_run(tmp_path, phase, send, size=3072):
     ranks = []
     try:
         assert wait_for(lambda: job_ranks(proc, ranks), 30)
-        seen = ""
-        os.set_blocking(proc.stderr.fileno(), False)
-        deadline = time.monotonic() + 60
-        while f"mpimat: {phase}" not in seen and time.monotonic() < deadline:
-            try:
-                seen += os.read(proc.stderr.fileno(), 65536).decode(errors="replace")
-            except BlockingIOError:
-                time.sleep(0.02)
-        assert f"mpimat: {phase}" in seen, seen
+        wait_for_phase(proc, phase)
         segments = job_segments(ranks)
         assert segments  # MPICH maps them from MPI_Init on
         started = time.monotonic()

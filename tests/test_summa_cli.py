@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from launch import MPIEXEC, one_error_line, run_mpimat
-from test_robust import alive, job_ranks, kill_tree, leftovers, start_job, wait_for
+from test_robust import alive, job_ranks, kill_tree, leftovers, start_job, wait_for, wait_for_phase
 
 
 def test_files_in_and_out(tmp_path):
@@ -109,14 +108,7 @@ def test_a_rank_killed_while_writing_leaves_the_old_file(tmp_path):
     ranks = []
     try:
         assert wait_for(lambda: job_ranks(proc, ranks), 30)
-        os.set_blocking(proc.stderr.fileno(), False)
-        seen, deadline = "", time.monotonic() + 90
-        while "mpimat: write" not in seen and time.monotonic() < deadline:
-            try:
-                seen += os.read(proc.stderr.fileno(), 65536).decode(errors="replace")
-            except BlockingIOError:
-                time.sleep(0.02)
-        assert "mpimat: write" in seen, seen
+        wait_for_phase(proc, "write", timeout=90)
         os.kill(ranks[1], signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode != 0

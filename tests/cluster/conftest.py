@@ -11,6 +11,7 @@ Without root the tests skip with the reason; in CI (CI set) they fail instead.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -143,12 +144,13 @@ class Cluster:
                               capture_output=True, text=True, timeout=timeout + 30)
 
 
-@pytest.fixture(scope="session")
-def cluster():
+@contextlib.contextmanager
+def namespace_cluster(hosts: int, rate: str, prefix: str):
+    """Bring a cluster up with scripts/cluster.sh and always take it down, checking nothing is left."""
     reason = cannot_run()
     if reason:
         skip_or_fail(reason)
-    state_dir = Path(tempfile.mkdtemp(prefix="mpimat-cluster."))
+    state_dir = Path(tempfile.mkdtemp(prefix=prefix))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MPIMAT_", "UCX_", "PMI_"))}
     env["MPIMAT_CLUSTER_DIR"] = str(state_dir)
 
@@ -158,7 +160,7 @@ def cluster():
 
     started = time.monotonic()
     try:
-        proc = subprocess.run(["bash", str(CLUSTER_SH), "up", str(HOSTS), "--bandwidth", RATE,
+        proc = subprocess.run(["bash", str(CLUSTER_SH), "up", str(hosts), "--bandwidth", rate,
                                "--dir", str(state_dir)],
                               env=env, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired as exc:
@@ -173,9 +175,9 @@ def cluster():
         pytest.fail(f"cluster bring-up failed (exit {proc.returncode}):\n{proc.stderr}",
                     pytrace=False)
     state = read_state(state_dir)
-    made = [f"{i}" for i in range(1, HOSTS + 1)]
+    made = [f"{i}" for i in range(1, hosts + 1)]
     print(f"\nnamespace cluster up in {time.monotonic() - started:.2f} s ({state_dir}, "
-          f"{state['SUBNET']}, {RATE})")
+          f"{state['SUBNET']}, {rate})")
     c = Cluster(state_dir, state, env)
     try:
         yield c
@@ -187,6 +189,12 @@ def cluster():
         shutil.rmtree(state_dir, ignore_errors=True)
         assert result.returncode == 0, f"cluster teardown failed: {result.stderr}"
         assert not left_ns and not left_links, f"left after down: {left_ns} {left_links}"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    with namespace_cluster(HOSTS, RATE, "mpimat-cluster.") as c:
+        yield c
 
 
 def pytest_configure(config):

@@ -7,16 +7,13 @@ rsh launcher through scripts/cluster/rsh as users run it."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import CLUSTER_SH, MPIEXEC, RSH, Cluster, cannot_run, read_state, skip_or_fail
+from conftest import MPIEXEC, RSH, Cluster, namespace_cluster
 
 pytestmark = pytest.mark.cluster
 RATE, CAP = "100mbit", 12.5e6  # bytes per second
@@ -24,31 +21,8 @@ RATE, CAP = "100mbit", 12.5e6  # bytes per second
 
 @pytest.fixture(scope="module")
 def slow_cluster():
-    reason = cannot_run()
-    if reason:
-        skip_or_fail(reason)
-    state_dir = Path(tempfile.mkdtemp(prefix="mpimat-cluster-cal."))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPIMAT_", "UCX_", "PMI_"))}
-    env["MPIMAT_CLUSTER_DIR"] = str(state_dir)
-
-    def down():
-        return subprocess.run(["bash", str(CLUSTER_SH), "down", "--dir", str(state_dir)],
-                              env=env, capture_output=True, text=True, timeout=120)
-
-    try:
-        try:
-            proc = subprocess.run(["bash", str(CLUSTER_SH), "up", "2", "--bandwidth", RATE,
-                                   "--dir", str(state_dir)], env=env, capture_output=True, text=True, timeout=60)
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"cluster bring-up timed out: {exc}", pytrace=False)
-        if proc.returncode == 3:
-            skip_or_fail(proc.stderr.strip())
-        assert proc.returncode == 0, f"cluster bring-up failed (exit {proc.returncode}):\n{proc.stderr}"
-        yield Cluster(state_dir, read_state(state_dir), env)
-    finally:
-        result = down()
-        shutil.rmtree(state_dir, ignore_errors=True)
-        assert result.returncode == 0, f"cluster teardown failed: {result.stderr}"
+    with namespace_cluster(2, RATE, "mpimat-cluster-cal.") as c:
+        yield c
 
 
 def calibrate(cluster: Cluster, tmp_path: Path, ppn: int) -> tuple[dict, str]:
