@@ -11,7 +11,8 @@ get what they need in a Job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -45,6 +46,9 @@ class Job:
     options: object  # options.TilesOptions / DotOptions / None
     session: Session  # what is cached on the caller's communicator (grid communicators)
     kernel: kernels.Kernel  # who multiplies the local panels (kernels.py)
+    # What a strategy works out from the job (its panel plan), kept with the
+    # job: the session keeps jobs between calls, so a loop plans once.
+    derived: dict = field(default_factory=dict)
 
 
 # Strategy name -> run(A, B, job, stats) returning C on the root.
@@ -111,14 +115,51 @@ def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
     }
 
 
-def make_job(cached: Session, root: int, agreed: dict, blas_threads: Optional[int]) -> Job:
-    if blas_threads is None:
-        blas_threads = compute.default_blas_threads(cached.ranks_on_node)
+def remembered_decision(cached: Session, A: np.ndarray, B: np.ndarray, grid, strategy: str,
+                        blas_threads, given_options: dict, kernel: str) -> dict:
+    """decide_job, worked out once per distinct call (the root's side of the plan cache).
+
+    The key holds everything decide_job reads, with types (True and 1 are
+    different options); unhashable arguments are simply decided afresh.
+    A calibration saved after the first such call is seen by new shapes only.
+    """
+    def decide():
+        return decide_job(A, B, cached.comm.size, grid, strategy, blas_threads, given_options, kernel)
+
+    key = ("decision", A.shape, A.dtype.str, order_of(A), B.shape, B.dtype.str, order_of(B),
+           *typed(grid, strategy, blas_threads, kernel), *typed(*sorted(given_options)),
+           *typed(*(given_options[name] for name in sorted(given_options))))
+    try:
+        hash(key)
+    except TypeError:
+        return decide()
+    return cached.decisions(key, decide)
+
+
+def typed(*values) -> tuple:
+    return tuple((type(v).__name__, v) for v in values)
+
+
+def agreed_job(cached: Session, root: int, data: bytes) -> dict:
+    """The settled verdict (control.settle's bytes) with, when it is a plan, the Job it
+    describes: made once per distinct verdict on every rank alike (a loop repeats them)."""
+    def make():
+        verdict = json.loads(data)
+        if verdict["ok"]:
+            verdict["plan"] = (verdict["plan"], make_job(cached, root, verdict["plan"]))
+        return verdict
+
+    return cached.jobs((root, data), make)
+
+
+def make_job(cached: Session, root: int, agreed: dict) -> Job:
+    """Every rank's Job for the agreed plan (blas_threads: this rank's default; matmul sets the caller's)."""
     return Job(
         comm=cached.comm, root=root, session=cached, m=agreed["m"], k=agreed["k"], n=agreed["n"],
         dtype_a=np.dtype(agreed["dtype_a"]), dtype_b=np.dtype(agreed["dtype_b"]),
         dtype_c=np.dtype(agreed["dtype_c"]), order_a=agreed["order_a"], order_b=agreed["order_b"],
-        grid=Grid(*agreed["grid"]), strategy=agreed["strategy"], blas_threads=blas_threads,
+        grid=Grid(*agreed["grid"]), strategy=agreed["strategy"],
+        blas_threads=compute.default_blas_threads(cached.ranks_on_node),
         options=strategy_options.build(agreed["strategy"], agreed["options"]),
         kernel=load_kernel(cached.comm, agreed["kernel"]),
     )
@@ -189,13 +230,15 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
             ndims = A.ndim, B.ndim
             # Vectors (numpy's 1-D rules) travel as 1-row / 1-column matrices.
             A, B = as_matrices(A, B)
-            return decide_job(A, B, comm.size, grid, strategy, blas_threads, options, kernel)
+            return remembered_decision(cached, A, B, grid, strategy, blas_threads, options, kernel)
     else:
         decide = None
         A = B = None
     # One small allreduce: every rank names the same root, and learns the job.
-    agreed = control.settle(comm, root, decide, cached.scratch)
-    job = make_job(cached, root, agreed, blas_threads)
+    agreed, job = control.settle(comm, root, decide, cached.scratch,
+                                 parse=lambda data: agreed_job(cached, root, data))
+    if blas_threads is not None and blas_threads != job.blas_threads:
+        job = replace(job, blas_threads=blas_threads)
     check_memory(job)
     stats.record(grid=str(job.grid), blas_threads=job.blas_threads, kernel=job.kernel.name)
     if agreed["auto"]:

@@ -22,6 +22,10 @@ def choose(m: int, k: int, n: int, ranks: int, dtype, distributed: bool = False)
     mach = calibration.load_or_defaults()
     best = model.recommend(m, k, n, ranks, mach, dtype, distributed=distributed)["best"]
     strategy, grid, options = model.choice(best)
+    if strategy == "tiles":
+        # The model costed this grid's messages (it has no root-alone
+        # candidate): run what it predicted, however small.
+        options = {**options, "alone_flops": 0}
     return {"strategy": strategy, "grid": [grid.rows, grid.cols] if grid else None,
             "options": options, "predicted_seconds": best.total,
             "predicted_phases": best.phases, "machine": mach.source}

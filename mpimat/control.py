@@ -94,7 +94,8 @@ def refuse_if_any(comm: MPI.Comm, root: int, complaint: Optional[str], advice: s
 SETTLE_BYTES = 1024  # one message: root check (16 bytes), length (8), a typical job (~400)
 
 
-def settle(comm: MPI.Comm, root, decide: Optional[Callable[[], Any]], scratch: np.ndarray) -> Any:
+def settle(comm: MPI.Comm, root, decide: Optional[Callable[[], Any]], scratch: np.ndarray,
+           parse: Callable[[bytes], dict] = json.loads) -> Any:
     """agree() and a check that every rank names the same root, in one small allreduce.
 
     Each rank writes the root it names, and its bytes' complement; the root
@@ -105,7 +106,8 @@ def settle(comm: MPI.Comm, root, decide: Optional[Callable[[], Any]], scratch: n
     byte or from the larger one's complement).  `scratch`: SETTLE_BYTES
     uint8, reused between calls.  Raises ValueError on every rank when the
     roots differ or do not exist; verdicts longer than the buffer follow in
-    a broadcast.
+    a broadcast.  parse: turns the verdict's bytes into the verdict (e.g.
+    json.loads behind a cache: a loop settles the same bytes every call).
     """
     valid = isinstance(root, (int, np.integer)) and not isinstance(root, bool) and 0 <= root < comm.size
     mine = np.array([int(root) if valid else -1], dtype=">i8").view(np.uint8)
@@ -124,13 +126,13 @@ def settle(comm: MPI.Comm, root, decide: Optional[Callable[[], Any]], scratch: n
     if not (np.array_equal(scratch[0:8], mine) and np.array_equal(scratch[8:16], ~mine)):
         raise ValueError("root= differs between ranks (or is not a rank on some): every rank must pass the same root")
     length = int(scratch[16:24].view(">i8")[0])
-    data = bytearray(scratch[24:24 + min(length, SETTLE_BYTES - 24)].tobytes())
+    data = scratch[24:24 + min(length, SETTLE_BYTES - 24)].tobytes()
     if length > SETTLE_BYTES - 24:
         rest = np.frombuffer(bytearray(payload[SETTLE_BYTES - 24:]), dtype=np.uint8) if comm.rank == root else \
             np.empty(length - (SETTLE_BYTES - 24), dtype=np.uint8)
         comm.Bcast([rest, MPI.BYTE], root=root)
         data += rest.tobytes()
-    return outcome(json.loads(data.decode()))
+    return outcome(parse(data))
 
 
 def gather_json(comm: MPI.Comm, obj: Any, root: int = 0):

@@ -48,7 +48,7 @@ from mpi4py import MPI
 
 from .buffers import fresh
 from .panels import SHORT_RUN_BYTES, PanelPlan
-from .partition import Grid, Layout
+from .partition import Grid
 from .stats import Stats
 from .takeover import Ask, Offer, area
 
@@ -144,22 +144,19 @@ class Exchange:
     between panels and `finish()` waits for everything.
     """
 
-    def __init__(self, gc: GridComm, layout: Layout, dtype_a, dtype_b, dtype_c, order_a: str, order_b: str,
-                 stats: Stats, panel_flops: int, tail_flops: int):
-        self.gc, self.layout, self.stats = gc, layout, stats
-        self.plan = PanelPlan(layout, np.dtype(dtype_a).itemsize, np.dtype(dtype_b).itemsize,
-                              order_a, order_b, panel_flops, shared=gc.comm.size > 1, tail_flops=tail_flops,
-                              itemsize_c=np.dtype(dtype_c).itemsize)
+    def __init__(self, gc: GridComm, plan: PanelPlan, stats: Stats):
+        self.gc, self.plan, self.stats = gc, plan, stats
+        self.layout = layout = plan.layout
         self.specs = BlockSpecs()
         self.pending: List[MPI.Request] = []   # sends and gather receives, waited at the end
-        self.tile = layout.tile(gc.gridrank)
-        self.panels = self.plan.tile_panels(self.tile, whole_tail=gc.is_root)
+        self.tile = plan.tiles[gc.gridrank]
+        self.panels = plan.tile_panels(self.tile, whole_tail=gc.is_root)
         # takeover.py: the root asks early (before its last panel) if it has more than one.
-        self.rounds = 2 if len(self.plan.tile_panels(layout.tile(0), whole_tail=True)) > 1 else 1
+        self.rounds = 2 if len(plan.tile_panels(plan.tiles[0], whole_tail=True)) > 1 else 1
         # Take-over needs a tail cut into pieces; a product too small for them
         # (a solver's small calls) skips the protocol and its messages.
-        self.takeover = any(len(self.plan.tile_panels(t)) > self.plan.tail_start(t) + 1
-                            for t in layout.tiles()[1:] if not t.empty)
+        self.takeover = any(len(plan.tile_panels(t)) > plan.tail_start(t) + 1
+                            for t in plan.tiles[1:] if not t.empty)
 
     def progress(self) -> None:
         if self.pending:
@@ -183,13 +180,12 @@ class RootExchange(Exchange):
     takes over from late ranks.
     """
 
-    def __init__(self, gc: GridComm, layout: Layout, A: np.ndarray, B: np.ndarray, C: np.ndarray,
-                 order_a: str, order_b: str, stats: Stats, panel_flops: int, tail_flops: int):
-        super().__init__(gc, layout, A.dtype, B.dtype, C.dtype, order_a, order_b, stats, panel_flops, tail_flops)
+    def __init__(self, gc: GridComm, plan: PanelPlan, A: np.ndarray, B: np.ndarray, C: np.ndarray, stats: Stats):
+        super().__init__(gc, plan, stats)
         self.C = C
         self.post_sends(A, B)
         self.post_gather()
-        self.late = [t for t in layout.tiles()[1:] if not t.empty]
+        self.late = [t for t in plan.tiles[1:] if not t.empty]
         self.asker: Optional[Ask] = None
         if self.takeover:
             self.asker = Ask(gc.comm, [gc.world(t.rank) for t in self.late],
@@ -257,7 +253,7 @@ class RootExchange(Exchange):
         Panels of their tails may be taken over by the root (take_over);
         their receives are posted once the owner has said it keeps them.
         """
-        for tile in self.layout.tiles()[1:]:
+        for tile in self.plan.tiles[1:]:
             panels = self.plan.tile_panels(tile)
             self.receive_panels(tile.rank, panels[:self.plan.tail_start(tile)] if self.takeover else panels)
 
@@ -302,10 +298,9 @@ class RankExchange(Exchange):
     ships it.
     """
 
-    def __init__(self, gc: GridComm, layout: Layout, dtype_a, dtype_b, dtype_c, order_a: str, order_b: str,
-                 stats: Stats, panel_flops: int, tail_flops: int):
-        super().__init__(gc, layout, dtype_a, dtype_b, dtype_c, order_a, order_b, stats, panel_flops, tail_flops)
-        k = layout.k
+    def __init__(self, gc: GridComm, plan: PanelPlan, dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats):
+        super().__init__(gc, plan, stats)
+        k = plan.layout.k
         self.a_parts, self.b_parts = self.plan.a_parts(gc.r), self.plan.b_parts(gc.c)
         # Requests that must complete before the A part / B part is used.
         self.a_wait: List[List[MPI.Request]] = [[] for _ in self.a_parts]

@@ -9,13 +9,13 @@ never disagree about panels or batches and hang.  Pure: no MPI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Dict, Optional
 
 import numpy as np
 
 from .errors import InputError
-from .panels import PANEL_FLOPS, TAIL_MIN_FLOPS
+from .panels import ALONE_FLOPS, PANEL_FLOPS, TAIL_MIN_FLOPS
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,14 @@ class TilesOptions:
         panels start compute earlier).
     tail_flops: smallest piece of a tile's last panel that the root may take
         over from a late rank (takeover.py).
+    alone_flops: a product of fewer flops (2 m k n) is computed by the root
+        alone, with no messages: moving it would cost more than computing
+        it; 0 distributes every product.
     """
 
     panel_flops: int = PANEL_FLOPS
     tail_flops: int = TAIL_MIN_FLOPS
+    alone_flops: int = field(default=ALONE_FLOPS, metadata={"least": 0})
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,9 @@ def check(strategy: str, given: Dict[str, object]) -> Dict[str, object]:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise InputError(f"{name}= must be a whole number, got {value!r}", kind="TypeError")
             value = int(value)
-            if value < 1:
-                raise InputError(f"{name}= must be at least 1, got {value}")
+            least = f.metadata.get("least", 1)
+            if value < least:
+                raise InputError(f"{name}= must be at least {least}, got {value}")
         out[name] = value
     return out
 

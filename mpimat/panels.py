@@ -14,6 +14,10 @@ from typing import List, Tuple
 
 from .partition import Layout, Tile, blocks
 
+# Products below this many flops are computed by the root alone: sending the
+# operands and the result and the Python around each message cost more than
+# the product itself (a solver's small calls; see scripts/bench_calls.py).
+ALONE_FLOPS = 1 << 23
 PANEL_FLOPS = 1 << 32  # about 4 GFLOP a panel: ~0.1 s of one core
 MAX_PANELS = 4  # each BLAS call repacks its B block: 16 panels cost ~4% at n=4096, 8 ~2%
 TAIL_PIECES = 6  # the last panel of a tile in halves, quarters, ...: at most this many pieces
@@ -56,6 +60,9 @@ class PanelPlan:
         # enough for MPI to copy them as blocks (see short_runs).
         self.tail_min_cols = -(-SHORT_RUN_BYTES // itemsize_c)
         self.layout = layout
+        # Worked out once: a plan is kept with its job between calls (tiles.run).
+        self.tiles = layout.tiles()
+        self.cuts = {}
 
     def parts(self, extent: int) -> List[Tuple[int, int]]:
         """`extent` lines of the streamed block in `count` even panels (one message each)."""
@@ -81,7 +88,15 @@ class PanelPlan:
         and together they pack the large block once, as one call would.
         whole_tail: no cut (the root's own tile: it sends no messages and
         is asked for nothing, so fewer, larger BLAS calls are better).
+        The list is shared between callers: read it, never change it.
         """
+        key = (tile, whole_tail)
+        found = self.cuts.get(key)
+        if found is None:
+            found = self.cuts[key] = self.cut(tile, whole_tail)
+        return found
+
+    def cut(self, tile: Tile, whole_tail: bool) -> List[Tuple[int, int, int, int]]:
         if tile.empty:
             return []
         if self.axis == "rows":

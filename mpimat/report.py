@@ -31,7 +31,8 @@ PHASES = ("load", "distribute", "compute", "gather", "write", "verify")
 
 # What Stats.record accepts: name -> (who writes it, meaning).
 FIELDS: Dict[str, str] = {
-    "grid": "api, summa: the process grid used, 'PRxPC'",
+    "grid": "api, summa: the process grid used, 'PRxPC' ('1x1' when tiles computed the product alone)",
+    "alone": "tiles: the product was below alone_flops, so the root computed it alone (no messages)",
     "blas_threads": "api: BLAS threads per rank (null: BLAS's own default)",
     "kernel": "api: the local kernel that ran ('numpy' or 'torch'; kernels.py)",
     "auto": "api (strategy=auto): the model's choice: strategy, grid, options, predicted_seconds, "

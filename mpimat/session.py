@@ -10,11 +10,19 @@ and mpi4py-fft do); MPI calls our delete function, which frees them, when
 the caller frees the communicator.  Every rank of a communicator calls
 matmul the same number of times, so every rank makes the cache in the same
 call.
+
+It also remembers, per communicator, what derives from an agreed job (the
+root's decision for given operands and options, every rank's Job): a
+solver repeats the same few shapes, and working them out again costs more
+than the product.  Every rank sees the same sequence of agreed jobs, so
+`jobs` stays identical across ranks (a collective made while building an
+entry is made by every rank in the same call).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from collections import OrderedDict
+from typing import Callable, Dict, Hashable, Tuple, TypeVar
 
 import numpy as np
 from mpi4py import MPI
@@ -24,6 +32,7 @@ from .movement import GridComm
 from .partition import Grid
 
 _KEYVAL = MPI.KEYVAL_INVALID
+T = TypeVar("T")
 
 
 class Session:
@@ -37,6 +46,9 @@ class Session:
         local.Free()
         self.scratch = np.zeros(SETTLE_BYTES, dtype=np.uint8)  # control.settle's buffer
         self.grids: Dict[Tuple[int, int, int], GridComm] = {}
+        # Kept apart: every rank fills `jobs` alike, only the root `decisions`,
+        # so the ranks' jobs can never be evicted differently.
+        self.jobs, self.decisions = Remembered(), Remembered()
 
     def grid_comm(self, root: int, grid: Grid) -> GridComm:
         """The row and column communicators of `grid` with `root` at (0, 0), made once."""
@@ -50,7 +62,33 @@ class Session:
         for gc in self.grids.values():
             gc.free()
         self.grids.clear()
+        self.jobs.clear()
+        self.decisions.clear()
         self.comm.Free()
+
+
+class Remembered:
+    """What make() returned for the most recent `size` keys (a loop's shapes; bounded, so
+    ever-changing shapes cannot grow memory).  make() raising stores nothing.  Keys say
+    everything the value depends on; values are shared between calls: nobody mutates them."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self.values: "OrderedDict[Hashable, object]" = OrderedDict()
+
+    def __call__(self, key: Hashable, make: Callable[[], T]) -> T:
+        try:
+            found = self.values[key]
+        except KeyError:
+            found = self.values[key] = make()
+            if len(self.values) > self.size:
+                self.values.popitem(last=False)
+        else:
+            self.values.move_to_end(key)
+        return found
+
+    def clear(self) -> None:
+        self.values.clear()
 
 
 def _delete(comm, keyval, session) -> None:

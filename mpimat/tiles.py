@@ -18,6 +18,7 @@ import numpy as np
 from .compute import local_product
 from .buffers import fresh
 from .movement import RankExchange, RootExchange
+from .panels import PanelPlan
 from .partition import Layout
 from .stats import Stats
 
@@ -33,6 +34,17 @@ def memory_need(job) -> int:
     return (rows * job.dtype_a.itemsize + cols * job.dtype_b.itemsize) * job.k + rows * cols * job.dtype_c.itemsize
 
 
+def alone(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
+    """A product below options.alone_flops: the root computes it, the other ranks return at once
+    (every rank decides so from the agreed job, with no message)."""
+    stats.record(grid="1x1", alone=True)
+    if job.comm.rank != job.root:
+        return None
+    with stats.phase("compute"), job.kernel.threads(job.blas_threads):
+        C = np.empty((job.m, job.n), dtype=job.dtype_c)
+        return local_product(A, B, out=C, kernel=job.kernel)
+
+
 def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
     """C = A @ B over job.comm; A, B and the returned C live on job.root only.
 
@@ -41,17 +53,22 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
     on every rank.
     """
     opts = job.options
-    layout = Layout(job.m, job.k, job.n, job.grid)
+    if 2 * job.m * job.k * job.n < opts.alone_flops:
+        return alone(A, B, job, stats)
     gc = job.session.grid_comm(job.root, job.grid)  # made once per communicator, root and grid
+    plan = job.derived.get("tiles")
+    if plan is None:  # kept with the job, which the session keeps between calls
+        plan = job.derived["tiles"] = PanelPlan(
+            Layout(job.m, job.k, job.n, job.grid), job.dtype_a.itemsize, job.dtype_b.itemsize, job.order_a,
+            job.order_b, opts.panel_flops, shared=job.comm.size > 1, tail_flops=opts.tail_flops,
+            itemsize_c=job.dtype_c.itemsize)
     with stats.phase("distribute"):
         # The root's C receives other ranks' panels: map its pages first.
         C = fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
         if gc.is_root:
-            ex = RootExchange(gc, layout, A, B, C, job.order_a, job.order_b, stats,
-                              opts.panel_flops, opts.tail_flops)
+            ex = RootExchange(gc, plan, A, B, C, stats)
         else:
-            ex = RankExchange(gc, layout, job.dtype_a, job.dtype_b, job.dtype_c, job.order_a, job.order_b,
-                              stats, opts.panel_flops, opts.tail_flops)
+            ex = RankExchange(gc, plan, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats)
     kernel = job.kernel  # kernels.py: numpy's matmul, or torch's for the dtypes it does as numpy
     with stats.phase("compute"), kernel.threads(job.blas_threads):
         if gc.is_root:

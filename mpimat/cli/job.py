@@ -180,9 +180,11 @@ def run_root(args, comm: MPI.Comm) -> int:
     comm.Barrier()
     stats.origin = time.perf_counter()  # the timeline's zero, the same moment on every rank
     control.agree(comm, root, decide if comm.rank == root else None, patient=True)
-    # Only the dot strategy takes these flags (auto decides its own).
+    # Only the dot strategy takes these flags (auto decides its own).  A job
+    # runs the scheme asked for, however small: the library's shortcut for a
+    # solver's small calls (alone_flops) would make a demonstration send nothing.
     options = {"tasks_per_message": args.tasks_per_message, "keep_blocks": args.keep_blocks} \
-        if args.strategy == "dot" else {}
+        if args.strategy == "dot" else {"alone_flops": 0} if args.strategy == "tiles" else {}
     show = comm.rank == root and not args.quiet and (args.progress or sys.stderr.isatty())
     failure = None  # the one line of a late failure (exit 1)
     with Progress(stats, show):

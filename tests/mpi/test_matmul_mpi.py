@@ -26,9 +26,14 @@ def on_root(root, *arrays):
     return arrays if comm.rank == root else tuple(None for _ in arrays)
 
 
+# These products are small: distribute them anyway (alone_flops=0), or the
+# root would compute them alone and nothing here would test the messages.
+DISTRIBUTE = {"alone_flops": 0}
+
+
 def run(A, B, root=0, **kw):
     a, b = on_root(root, A, B)
-    C = matmul(a, b, comm=comm, root=root, **kw)
+    C = matmul(a, b, comm=comm, root=root, **{**(DISTRIBUTE if kw.get("strategy", "tiles") == "tiles" else {}), **kw})
     if comm.rank == root:
         check_same(C, A @ B)
     else:
@@ -94,7 +99,7 @@ def test_nan_and_inf_propagate():
     A, B = random_pair(12, 9, 10, "float64", seed=9)
     A[2, 3], B[4, 5] = np.nan, np.inf
     a, b = on_root(0, A, B)
-    C = matmul(a, b, comm=comm)
+    C = matmul(a, b, comm=comm, **DISTRIBUTE)
     if comm.rank == 0:
         R = A @ B
         np.testing.assert_array_equal(np.isnan(C), np.isnan(R))
@@ -148,6 +153,7 @@ def test_bad_grid_raises_everywhere():
     ({"tasks_per_message": 4}, TypeError, "unexpected option.*'tasks_per_message'"),
     ({"panel_flops": 0}, ValueError, "panel_flops= must be at least 1"),
     ({"panel_flops": "many"}, TypeError, "panel_flops= must be a whole number"),
+    ({"alone_flops": -1}, ValueError, "alone_flops= must be at least 0"),
 ])
 def test_bad_options_raise_everywhere(options, exc, message):
     # A misspelt or misplaced option is the same error on every rank, never
@@ -185,7 +191,7 @@ def test_sub_communicator():
     try:
         A, B = random_pair(15, 7, 11, "float64", seed=11)
         a, b = (A, B) if sub.rank == 0 else (None, None)
-        C = matmul(a, b, comm=sub)
+        C = matmul(a, b, comm=sub, **DISTRIBUTE)
         if sub.rank == 0:
             check_same(C, A @ B)
     finally:
@@ -298,7 +304,7 @@ def test_vectors_follow_numpys_rules(shapes, dtype):
     A = rng.integers(-5, 5, shapes[0]).astype(dtype)
     B = rng.integers(-5, 5, shapes[1]).astype(dtype)
     a, b = on_root(0, A, B)
-    C = matmul(a, b, comm=comm)
+    C = matmul(a, b, comm=comm, **DISTRIBUTE)
     if comm.rank == 0:
         want = A @ B
         assert np.shape(C) == np.shape(want) and np.asarray(C).dtype == np.asarray(want).dtype
@@ -331,3 +337,45 @@ def test_numpy_kernel_by_default_and_bad_kernel_everywhere():
     with pytest.raises(ValueError, match="kernel= must be one of numpy, torch, auto") as info:
         matmul(a, b, comm=comm, kernel="cuda")
     assert len(set(comm.allgather(str(info.value)))) == 1
+
+
+# A solver's small products: below alone_flops the root computes alone, with no messages.
+@pytest.mark.parametrize("dtype", ["float64", "int32", "complex64"])
+def test_small_products_are_computed_by_the_root_alone(dtype):
+    A, B = random_pair(40, 30, 50, dtype, seed=40)  # 120,000 flops
+    stats = Stats()
+    run(A, B, stats=stats, alone_flops=120_001)
+    assert stats.extra["alone"] is True and stats.extra["grid"] == "1x1"
+    assert stats.bytes_sent == stats.bytes_received == 0
+    stats = Stats()
+    run(A, B, stats=stats, alone_flops=120_000)  # not below: distributed
+    assert "alone" not in stats.extra
+    if comm.size > 1 and comm.rank == 1:
+        assert stats.bytes_received > 0
+
+
+def test_repeated_calls_reuse_the_plan_and_stay_right():
+    # Shapes, dtypes, orders and options change between calls on one
+    # communicator: each call is planned as its own (the cached plans are
+    # keyed by all of them), also when option values look alike (True and 1).
+    from mpimat.session import session
+
+    cases = [((9, 7, 5), "float64", "C"), ((9, 7, 5), "float32", "C"), ((9, 7, 5), "float64", "F"),
+             ((5, 7, 9), "float64", "C"), ((9, 7, 5), "float64", "C")]
+    for _ in range(3):
+        for shape, dtype, order in cases:
+            A, B = random_pair(*shape, dtype, seed=41)
+            run(np.asarray(A, order=order), np.asarray(B, order=order))
+    A, B = random_pair(6, 5, 4, "float64", seed=42)
+    a, b = on_root(0, A, B)
+    run(A, B, strategy="dot", keep_blocks=True)
+    with pytest.raises(TypeError, match="keep_blocks= must be True or False"):
+        matmul(a, b, comm=comm, strategy="dot", keep_blocks=1)  # 1 == True, but not the cached call
+    # Bounded: a loop over ever-new shapes keeps the most recent plans only.
+    for m in range(1, 100):
+        run(*random_pair(m, 2, 3, "float64", seed=m))
+    cached = session(comm)
+    assert len(cached.jobs.values) == cached.jobs.size
+    # Decisions are the root's (rank 0 here; others were roots of earlier tests).
+    assert len(cached.decisions.values) <= cached.decisions.size
+    assert comm.rank != 0 or len(cached.decisions.values) == cached.decisions.size
