@@ -7,10 +7,14 @@ Re-launches itself under the interpreter's own mpiexec.  For each size, rank 0
 times `--calls` back-to-back calls of matmul(A, B, comm) (the other ranks
 call along) and as many of numpy's A @ B on rank 0 alone; it prints both per
 call, the difference (mpimat's fixed cost: a product this small moves and
-computes in microseconds) and the ratio.  Then `--soak` calls at n=64 and the
-resident set size (RSS) of every rank before and after: a cache or a request
-that leaks would grow it.  Target of issue 13: fixed cost <= 50 us per call
-on 2 ranks, no memory growth over 10,000 calls.
+computes in microseconds) and the ratio.  Two rows per size: "default" as a
+caller gets it (products below the tiles option alone_flops are computed by
+the root alone) and "distributed" (alone_flops=0: every product is sent out,
+the cost of the messages and of the Python around them).  Then `--soak`
+calls at n=64 in both modes and the resident set size (RSS) of every rank
+before and after: a cache or a request that leaks would grow it.  Target of
+issue 13: fixed cost <= 50 us per call on 2 ranks, no memory growth over
+10,000 calls.
 """
 
 from __future__ import annotations
@@ -52,8 +56,14 @@ def worker(args) -> int:
         while not request.Test():
             time.sleep(0.001)
 
+    from mpimat.options import TilesOptions
+
     comm = MPI.COMM_WORLD
     root = comm.rank == 0
+    # Releases before alone_flops distributed every product.
+    modes = {"default": {}}
+    if "alone_flops" in TilesOptions.__dataclass_fields__:
+        modes["distributed"] = {"alone_flops": 0}
     if root:
         import platform
 
@@ -62,40 +72,41 @@ def worker(args) -> int:
         rng = np.random.default_rng(n)
         A, B = (rng.standard_normal((n, n)), rng.standard_normal((n, n))) if root else (None, None)
         calls = max(10, args.calls if n <= 256 else args.calls // 10)
-        for _ in range(5):  # warm up (first calls build caches, fault in pages)
-            matmul(A, B, comm=comm)
-        comm.Barrier()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            C = matmul(A, B, comm=comm)
-        per_call = (time.perf_counter() - t0) / calls
-        per_call = comm.bcast(per_call)
-        if root:  # the other ranks sleep meanwhile (a spinning rank would slow numpy's threads)
-            assert np.allclose(C, A @ B)
-            A @ B
+        for mode, options in modes.items():
+            for _ in range(5):  # warm up (first calls build caches, fault in pages)
+                matmul(A, B, comm=comm, **options)
+            comm.Barrier()
             t0 = time.perf_counter()
             for _ in range(calls):
+                C = matmul(A, B, comm=comm, **options)
+            per_call = (time.perf_counter() - t0) / calls
+            per_call = comm.bcast(per_call)
+            if root:  # the other ranks sleep meanwhile (a spinning rank would slow numpy's threads)
+                assert np.allclose(C, A @ B)
                 A @ B
-            numpy_call = (time.perf_counter() - t0) / calls
-            print(f"  n={n:5d}: mpimat {per_call * 1e6:9.1f} us/call, numpy {numpy_call * 1e6:9.1f} us/call, "
-                  f"difference {(per_call - numpy_call) * 1e6:8.1f} us, ratio {per_call / numpy_call:6.2f} "
-                  f"({calls} calls)", flush=True)
-        idle_barrier(comm)
-    if args.soak:
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    A @ B
+                numpy_call = (time.perf_counter() - t0) / calls
+                print(f"  n={n:5d} {mode:>11}: mpimat {per_call * 1e6:9.1f} us/call, numpy {numpy_call * 1e6:9.1f} "
+                      f"us/call, difference {(per_call - numpy_call) * 1e6:8.1f} us, ratio {per_call / numpy_call:6.2f} "
+                      f"({calls} calls)", flush=True)
+            idle_barrier(comm)
+    for mode, options in modes.items() if args.soak else ():
         n = 64
         rng = np.random.default_rng(0)
         A, B = (rng.standard_normal((n, n)), rng.standard_normal((n, n))) if root else (None, None)
         for _ in range(100):
-            matmul(A, B, comm=comm)
+            matmul(A, B, comm=comm, **options)
         before = rss_bytes()
         t0 = time.perf_counter()
         for _ in range(args.soak):
-            matmul(A, B, comm=comm)
+            matmul(A, B, comm=comm, **options)
         elapsed = time.perf_counter() - t0
         after = rss_bytes()
         growth = comm.gather((before, after))
         if root:
-            print(f"  soak: {args.soak} calls at n={n} in {elapsed:.2f} s "
+            print(f"  soak ({mode}): {args.soak} calls at n={n} in {elapsed:.2f} s "
                   f"({elapsed / args.soak * 1e6:.1f} us/call)", flush=True)
             for r, (b, a) in enumerate(growth):
                 print(f"    rank {r}: RSS {b / 2**20:.1f} MiB -> {a / 2**20:.1f} MiB "
