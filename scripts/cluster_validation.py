@@ -58,6 +58,9 @@ SIZES = {
               "100mbit": {"tiles": [1024], "dot": [64]}},
 }
 LAYOUTS = {"tiles": [("2x1", 1), ("2x2", 2)], "dot": [(None, 1), (None, 2)]}
+# Everything after this line of the .md is kept when the script rewrites it: sections that
+# other scripts write (scripts/bench_cluster_summa.py), with their readings.
+KEEP = "<!-- Sections below: written by other scripts; cluster_validation.py keeps them. -->"
 
 
 def parse():
@@ -87,10 +90,11 @@ def read_state(directory: Path) -> dict:
 
 
 class Cluster:
-    """Two hosts of scripts/cluster.sh: ours (up here, down in close()) or a given one."""
+    """`hosts` hosts of scripts/cluster.sh: ours (up here, down in close()) or a given one."""
 
-    def __init__(self, rate: str | None, given: str | None, env: dict):
+    def __init__(self, rate: str | None, given: str | None, env: dict, hosts: int = HOSTS):
         self.env = dict(env)
+        self.hosts = hosts
         self.own = given is None
         if self.own:
             self.dir = Path(tempfile.mkdtemp(prefix="mpimat-cluster-val."))
@@ -98,7 +102,7 @@ class Cluster:
             self.dir = Path(given)
         self.env["MPIMAT_CLUSTER_DIR"] = str(self.dir)
         if self.own:
-            proc = subprocess.run(["bash", str(CLUSTER_SH), "up", str(HOSTS), "--bandwidth", rate,
+            proc = subprocess.run(["bash", str(CLUSTER_SH), "up", str(hosts), "--bandwidth", rate,
                                    "--dir", str(self.dir)], env=self.env, capture_output=True, text=True,
                                   timeout=120)
             if proc.returncode != 0:
@@ -106,8 +110,8 @@ class Cluster:
                 raise SystemExit(f"cluster_validation: cluster bring-up failed (exit {proc.returncode}): "
                                  f"{proc.stderr.strip()}")
         self.state = read_state(self.dir)
-        if int(self.state["N"]) < HOSTS:
-            raise SystemExit(f"cluster_validation: the cluster in {self.dir} has fewer than {HOSTS} hosts")
+        if int(self.state["N"]) < hosts:
+            raise SystemExit(f"cluster_validation: the cluster in {self.dir} has fewer than {hosts} hosts")
         self.rate = self.state.get("RATE", rate or "?")
 
     def close(self) -> None:
@@ -121,9 +125,9 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def mpiexec(self, ppn: int, args, timeout: int = 300, cwd=None) -> subprocess.CompletedProcess:
-        hosts = ",".join(f"h{i}" for i in range(1, HOSTS + 1))
+        hosts = ",".join(f"h{i}" for i in range(1, self.hosts + 1))
         cmd = [str(MPIEXEC), "-launcher", "rsh", "-launcher-exec", str(RSH), "-localhost",
-               self.state["BRIDGE_IP"], "-hosts", hosts, "-n", str(HOSTS * ppn), "-ppn", str(ppn),
+               self.state["BRIDGE_IP"], "-hosts", hosts, "-n", str(self.hosts * ppn), "-ppn", str(ppn),
                *map(str, args)]
         env = dict(self.env, MPIEXEC_TIMEOUT=str(timeout), UCX_TLS="tcp,self")
         proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout + 30)
@@ -154,15 +158,23 @@ def run_case(cluster: Cluster, tmp: Path, strategy: str, grid, ppn: int, n: int,
     return best
 
 
-def predict(cal: Path, strategy: str, grid: str, ppn: int, n: int, cores: int) -> dict:
-    """`plan`'s prediction for this run (the same model `--strategy auto` uses)."""
-    cmd = [sys.executable, "-m", "mpimat", "plan", "--size", str(n), "--ranks", str(HOSTS * ppn),
+def predict(cal: Path, strategy: str, grid: str, ppn: int, n: int, cores: int, hosts: int = HOSTS) -> dict:
+    """`plan`'s prediction for this run (the same model `--strategy auto` uses).
+
+    summa: plan's summa line (its best grid), which must be `grid`."""
+    cmd = [sys.executable, "-m", "mpimat", "plan", "--size", str(n), "--ranks", str(hosts * ppn),
            "--calibration", str(cal), "--ranks-per-node", str(ppn), "--cores", str(cores), "--json"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPIMAT_"))}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"plan failed: {proc.stderr}")
     plan = json.loads(proc.stdout)
+    if strategy == "summa":
+        summa = plan["summa"]
+        if summa["grid"] != grid:
+            raise RuntimeError(f"plan's summa grid is {summa['grid']}, the run's {grid}")
+        return {"phases": summa["phases"], "notes": [], "header": plan["machine"],
+                "panel_width": summa.get("panel_width")}
     for p in plan["predictions"]:
         if strategy == "tiles" and p["strategy"] == "tiles" and p["grid"] == grid:
             return {"phases": p["phases"], "notes": p["notes"], "header": plan["machine"]}
@@ -559,7 +571,11 @@ def main() -> int:
         repredict(other)
         others.append(other)
     text = markdown(results, others)
-    Path(f"{out}.md").write_text(text)
+    md = Path(f"{out}.md")
+    kept = md.read_text().split(KEEP, 1) if md.exists() else []
+    if len(kept) == 2:
+        text = text.rstrip("\n") + "\n\n" + KEEP + kept[1]
+    md.write_text(text)
     plot(results, Path(f"{out}.png"))
     s = results["summary"]
     print(f"{s['within_1_5x']} of {s['runs_over_50ms']} runs over 50 ms within 1.5x (worst {s['worst_factor']:.2f}x)")
