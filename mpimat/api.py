@@ -126,18 +126,14 @@ def remembered_decision(cached: Session, A: np.ndarray, B: np.ndarray, grid, str
     def decide():
         return decide_job(A, B, cached.comm.size, grid, strategy, blas_threads, given_options, kernel)
 
-    key = ("decision", A.shape, A.dtype.str, order_of(A), B.shape, B.dtype.str, order_of(B),
-           *typed(grid, strategy, blas_threads, kernel), *typed(*sorted(given_options)),
-           *typed(*(given_options[name] for name in sorted(given_options))))
+    key = (A.shape, A.dtype.str, order_of(A), B.shape, B.dtype.str, order_of(B), type(grid), grid, strategy,
+           type(blas_threads), blas_threads, kernel,
+           tuple((name, type(value), value) for name, value in sorted(given_options.items())))
     try:
         hash(key)
     except TypeError:
         return decide()
     return cached.decisions(key, decide)
-
-
-def typed(*values) -> tuple:
-    return tuple((type(v).__name__, v) for v in values)
 
 
 def agreed_job(cached: Session, root: int, data: bytes) -> dict:
@@ -236,7 +232,7 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
         A = B = None
     # One small allreduce: every rank names the same root, and learns the job.
     agreed, job = control.settle(comm, root, decide, cached.scratch,
-                                 parse=lambda data: agreed_job(cached, root, data))
+                                 parse=lambda data: agreed_job(cached, root, data), encode=cached.encode)
     if blas_threads is not None and blas_threads != job.blas_threads:
         job = replace(job, blas_threads=blas_threads)
     check_memory(job)

@@ -9,6 +9,7 @@ small JSON documents sent with buffer-based calls: nothing is unpickled.
 from __future__ import annotations
 
 import json
+import struct
 import time
 from typing import Any, Callable, Optional
 
@@ -95,7 +96,8 @@ SETTLE_BYTES = 1024  # one message: root check (16 bytes), length (8), a typical
 
 
 def settle(comm: MPI.Comm, root, decide: Optional[Callable[[], Any]], scratch: np.ndarray,
-           parse: Callable[[bytes], dict] = json.loads) -> Any:
+           parse: Callable[[bytes], dict] = json.loads,
+           encode: Callable[[dict], bytes] = lambda verdict: json.dumps(verdict).encode()) -> Any:
     """agree() and a check that every rank names the same root, in one small allreduce.
 
     Each rank writes the root it names, and its bytes' complement; the root
@@ -106,26 +108,25 @@ def settle(comm: MPI.Comm, root, decide: Optional[Callable[[], Any]], scratch: n
     byte or from the larger one's complement).  `scratch`: SETTLE_BYTES
     uint8, reused between calls.  Raises ValueError on every rank when the
     roots differ or do not exist; verdicts longer than the buffer follow in
-    a broadcast.  parse: turns the verdict's bytes into the verdict (e.g.
-    json.loads behind a cache: a loop settles the same bytes every call).
+    a broadcast.  parse and encode: the verdict from its bytes and back (e.g.
+    JSON behind a cache: a loop settles the same verdict every call).
     """
     valid = isinstance(root, (int, np.integer)) and not isinstance(root, bool) and 0 <= root < comm.size
-    mine = np.array([int(root) if valid else -1], dtype=">i8").view(np.uint8)
+    named = int(root) if valid else -1
+    mine = struct.pack(">qq", named, ~named)  # ~x's bytes are x's complemented
     payload = b""
     if valid and comm.rank == root:
-        payload = json.dumps(verdict_of(decide)).encode()
-    scratch[:] = 0
-    scratch[0:8] = mine
-    scratch[8:16] = ~mine
-    scratch[16:24] = np.array([len(payload)], dtype=">i8").view(np.uint8)
+        payload = encode(verdict_of(decide))
     first = min(len(payload), SETTLE_BYTES - 24)
-    scratch[24:24 + first] = np.frombuffer(payload[:first], dtype=np.uint8)
+    message = mine + struct.pack(">q", len(payload)) + payload[:first]
+    scratch[:len(message)] = np.frombuffer(message, dtype=np.uint8)
+    scratch[len(message):] = 0
     comm.Allreduce(MPI.IN_PLACE, [scratch, MPI.UINT8_T], op=MPI.MAX)
     if not valid:
         raise ValueError(f"root must be a rank of the communicator (0..{comm.size - 1}), got {root!r}")
-    if not (np.array_equal(scratch[0:8], mine) and np.array_equal(scratch[8:16], ~mine)):
+    if scratch[:16].tobytes() != mine:
         raise ValueError("root= differs between ranks (or is not a rank on some): every rank must pass the same root")
-    length = int(scratch[16:24].view(">i8")[0])
+    (length,) = struct.unpack(">q", scratch[16:24].tobytes())
     data = scratch[24:24 + min(length, SETTLE_BYTES - 24)].tobytes()
     if length > SETTLE_BYTES - 24:
         rest = np.frombuffer(bytearray(payload[SETTLE_BYTES - 24:]), dtype=np.uint8) if comm.rank == root else \

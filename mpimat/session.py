@@ -21,6 +21,7 @@ entry is made by every rank in the same call).
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from typing import Callable, Dict, Hashable, Tuple, TypeVar
 
@@ -49,6 +50,18 @@ class Session:
         # Kept apart: every rank fills `jobs` alike, only the root `decisions`,
         # so the ranks' jobs can never be evicted differently.
         self.jobs, self.decisions = Remembered(), Remembered()
+        self.last_plan = (None, b"")  # the root's last settled plan and its JSON (encode)
+
+    def encode(self, verdict: dict) -> bytes:
+        """control.settle's JSON of the root's verdict.  A loop settles the same plan (one
+        object from `decisions`) every call: its bytes are kept, and held alive with it."""
+        plan = verdict.get("plan")
+        if plan is not None and plan is self.last_plan[0]:
+            return self.last_plan[1]
+        data = json.dumps(verdict).encode()
+        if verdict["ok"]:
+            self.last_plan = (plan, data)
+        return data
 
     def grid_comm(self, root: int, grid: Grid) -> GridComm:
         """The row and column communicators of `grid` with `root` at (0, 0), made once."""
@@ -64,6 +77,7 @@ class Session:
         self.grids.clear()
         self.jobs.clear()
         self.decisions.clear()
+        self.last_plan = (None, b"")
         self.comm.Free()
 
 
