@@ -46,7 +46,7 @@ from typing import List, Optional
 import numpy as np
 from mpi4py import MPI
 
-from .buffers import fresh
+from .buffers import Workspace, fresh
 from .panels import SHORT_RUN_BYTES, PanelPlan
 from .partition import Grid
 from .stats import Stats
@@ -298,15 +298,17 @@ class RankExchange(Exchange):
     ships it.
     """
 
-    def __init__(self, gc: GridComm, plan: PanelPlan, dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats):
+    def __init__(self, gc: GridComm, plan: PanelPlan, dtype_a, dtype_b, order_a: str, order_b: str, stats: Stats,
+                 workspace: Workspace):
         super().__init__(gc, plan, stats)
         k = plan.layout.k
         self.a_parts, self.b_parts = self.plan.a_parts(gc.r), self.plan.b_parts(gc.c)
         # Requests that must complete before the A part / B part is used.
         self.a_wait: List[List[MPI.Request]] = [[] for _ in self.a_parts]
         self.b_wait: List[List[MPI.Request]] = [[] for _ in self.b_parts]
-        self.a = [fresh((p1 - p0, k), dtype_a, order_a) for p0, p1 in self.a_parts]
-        self.b = [fresh((k, q1 - q0), dtype_b, order_b) for q0, q1 in self.b_parts]
+        parts = workspace.arrays([((p1 - p0, k), dtype_a, order_a) for p0, p1 in self.a_parts]
+                                 + [((k, q1 - q0), dtype_b, order_b) for q0, q1 in self.b_parts])
+        self.a, self.b = parts[:len(self.a_parts)], parts[len(self.a_parts):]
         # Spent streamed parts, reused for results (result_buffer).
         self.spent, self.spare, self.spare_used = 0, None, 0
         self.post_receives()

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Hashable, Tuple, TypeVar
 import numpy as np
 from mpi4py import MPI
 
+from .buffers import Workspace
 from .control import SETTLE_BYTES
 from .movement import GridComm
 from .partition import Grid
@@ -51,6 +52,7 @@ class Session:
         # so the ranks' jobs can never be evicted differently.
         self.jobs, self.decisions = Remembered(), Remembered()
         self.last_plan = (None, b"")  # the root's last settled plan and its JSON (encode)
+        self.workspace = Workspace()  # a non-root rank's receive buffers for small products
 
     def encode(self, verdict: dict) -> bytes:
         """control.settle's JSON of the root's verdict.  A loop settles the same plan (one
@@ -78,6 +80,7 @@ class Session:
         self.jobs.clear()
         self.decisions.clear()
         self.last_plan = (None, b"")
+        self.workspace = Workspace()
         self.comm.Free()
 
 

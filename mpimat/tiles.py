@@ -68,7 +68,8 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
         if gc.is_root:
             ex = RootExchange(gc, plan, A, B, C, stats)
         else:
-            ex = RankExchange(gc, plan, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats)
+            ex = RankExchange(gc, plan, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats,
+                              job.session.workspace)
     kernel = job.kernel  # kernels.py: numpy's matmul, or torch's for the dtypes it does as numpy
     with stats.phase("compute"), kernel.threads(job.blas_threads):
         if gc.is_root:
