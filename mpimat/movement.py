@@ -146,7 +146,7 @@ class Exchange:
 
     def __init__(self, gc: GridComm, plan: PanelPlan, stats: Stats):
         self.gc, self.plan, self.stats = gc, plan, stats
-        self.layout = layout = plan.layout
+        self.layout = plan.layout
         self.specs = BlockSpecs()
         self.pending: List[MPI.Request] = []   # sends and gather receives, waited at the end
         self.tile = plan.tiles[gc.gridrank]
