@@ -61,6 +61,15 @@ class Kernel:
         """This kernel if it supports the pair, else numpy's (which does every pair)."""
         return self if self.supports(dtype_a, dtype_b) else NUMPY
 
+    def add_product(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float) -> bool:
+        """c = a @ b + beta * c in place, without a temporary of c's size (SUMMA's panel step).
+
+        beta is 0 (c's old contents ignored, NaN included) or 1.  False when
+        this kernel does not do it for these arrays: the caller then does
+        (dist.gemm.Accumulator: numpy's BLAS, else numpy in row chunks).
+        """
+        return False
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
@@ -129,6 +138,19 @@ class TorchKernel(Kernel):
         if target is not out:
             out[...] = target
         return out
+
+    def add_product(self, a, b, c, beta):
+        # addmm_ is gemm with beta: no temporary when c is contiguous either
+        # way (a row chunk of a C-order block is), nor for a and b with one
+        # unit stride; beta = 0 ignores c's contents, as BLAS does.
+        if not (self.supports(a.dtype, b.dtype) and c.dtype == a.dtype and c.flags.writeable
+                and (c.flags.c_contiguous or c.flags.f_contiguous)):
+            return False
+        if c.size == 0 or a.shape[1] == 0:
+            return False
+        ct = self.torch.from_numpy(c)
+        ct.addmm_(self.tensor(a), self.tensor(b), beta=beta, alpha=1)
+        return True
 
     @contextmanager
     def threads(self, count):

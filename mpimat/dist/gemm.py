@@ -122,11 +122,14 @@ class Accumulator:
 
     `poke` is called between chunks so non-blocking broadcasts keep moving
     while the rank computes (MPI progresses only inside MPI calls).
+    `kernel` (mpimat.kernels, already chosen for the dtypes): a kernel whose
+    add_product does the step (torch) does it; numpy's leaves it to BLAS here.
     """
 
-    def __init__(self, c: np.ndarray, pieces: int = 4):
+    def __init__(self, c: np.ndarray, pieces: int = 4, kernel=None):
         self.c = c
         self.pieces = max(1, pieces)
+        self.kernel = kernel
         self.tmp: Optional[np.ndarray] = None
 
     def chunks(self, rows: int, pieces: int):
@@ -162,7 +165,10 @@ class Accumulator:
                 poke()
 
     def _add(self, a, b, c, first: bool) -> None:
-        if _blas_call(a, b, c, 0.0 if first else 1.0):
+        beta = 0.0 if first else 1.0
+        if self.kernel is not None and self.kernel.add_product(a, b, c, beta):
+            return
+        if _blas_call(a, b, c, beta):
             return
         if first:
             np.matmul(a, b, out=c)
