@@ -69,6 +69,17 @@ class Machine:
         link between nodes when ranks_per_node is set);
     ranks_per_node: ranks per node, filled in blocks (rank r on node
         r // ranks_per_node); None: one level, every rank its own link.
+    gemm_half_width: SUMMA's local product per panel is a rank-w update
+        C += A_w B_w, and each one streams the whole block of C through
+        memory once: it runs at w / (w + gemm_half_width) of `gflops`
+        (half speed at w = gemm_half_width).  32 fits a 1-thread OpenBLAS
+        dgemm into a 2048 x 4096 block on a noisy 2-core VM: ~20% lost at
+        w = 128, ~45% at w = 32 (the formula: 20%, 50%); calibrate does
+        not measure it, a calibration file may set it;
+    summa_step: the software cost of one SUMMA panel on each rank, on top
+        of the messages' latency: posting and completing its broadcasts
+        from Python, the BLAS calls' setup (~50 us measured on a loaded
+        2-core VM; 20 us by default).
     """
 
     latency: float = 2e-6
@@ -85,6 +96,8 @@ class Machine:
     latency_intra: Optional[float] = None
     bandwidth_intra: Optional[float] = None
     ranks_per_node: Optional[int] = None
+    gemm_half_width: float = 32.0
+    summa_step: float = 2e-5
     source: str = "defaults"
 
     @property
@@ -419,44 +432,248 @@ def predict_dot(m: int, k: int, n: int, ranks: int, mach: Machine, dtype="float6
     }, notes, opts)
 
 
+# --- SUMMA ---------------------------------------------------------------------
+
+def summa_groups(grid: Grid, mach: Machine) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
+    """The shapes of SUMMA's broadcast groups: (nodes, ranks on the fullest node) of
+    every grid row (A's panels) and every grid column (B's), without repeats.
+    One level: every rank its own node."""
+    def shape(ranks: List[int]) -> Tuple[int, int]:
+        per_node: Dict[int, int] = {}
+        for r in ranks:
+            per_node[mach.node(r)] = per_node.get(mach.node(r), 0) + 1
+        return len(per_node), max(per_node.values())
+
+    rows = sorted({shape([grid.rank(r, c) for c in range(grid.cols)]) for r in range(grid.rows)})
+    cols = sorted({shape([grid.rank(r, c) for r in range(grid.rows)]) for c in range(grid.cols)})
+    return rows, cols
+
+
+def _group_bcast(shape: Tuple[int, int], nbytes: float, mach: Machine) -> Tuple[float, float]:
+    """MPI_Bcast within a group of this shape (group_bcast_time, from its shape), in two
+    parts: (among nodes over the network, the rest).  The first is non-zero only on two
+    levels when the group spans nodes; one level: all of it is the rest (every rank its
+    own link, as the one-level tiles model treats every message)."""
+    nodes, fullest = shape
+    if not mach.ranks_per_node:
+        return 0.0, bcast_on(nodes, nbytes, *mach.inter)
+    if nodes == 1:
+        return 0.0, bcast_on(fullest, nbytes, *mach.intra)
+    return bcast_on(nodes, nbytes, *mach.inter), bcast_on(fullest, nbytes, *mach.intra)
+
+
+@dataclass(frozen=True)
+class SummaTime:
+    """SUMMA's predicted compute phase for one panel width (the slowest rank).
+
+    count, widest: the panels (layout.panels) and the widest of them;
+    products: the local rank-w updates, BLAS's loss on narrow panels included;
+    steps: the software cost of the panel steps;
+    broadcasts: every panel's row and column broadcasts that the look-ahead
+        overlaps with the products: within a node (two levels), all of them
+        (one level);
+    fill: the first panel's overlapped broadcasts, which nothing overlaps;
+    network: every panel's broadcasts among nodes (two levels), which do
+        not overlap the products (see `seconds`);
+    slow: the contention factor (mach.contention of the busiest node's
+        ranks), already in products, steps, broadcasts and fill, not in
+        network (shared cores do not slow the network).
+    """
+
+    width: int
+    count: int
+    widest: int
+    products: float
+    steps: float
+    broadcasts: float
+    fill: float
+    network: float = 0.0
+    slow: float = 1.0
+
+    @property
+    def seconds(self) -> float:
+        # One panel of look-ahead: the broadcasts of panel p+1 run while panel p's
+        # product does, so the slower of the two sets the pace; the first panel's
+        # broadcasts come before any product.  But only where a broadcast moves
+        # while its ranks compute: within a node (shared memory, the receiver
+        # pulls) it does.  Between nodes (two levels) it does not: over a network
+        # without asynchronous progress (MPICH over UCX's TCP, no progress
+        # thread) a message moves only while its ranks are inside MPI, so those
+        # broadcasts add to the products, all of them, the first included (no
+        # separate fill).  The same effect as rank 0's messages to other nodes
+        # in predict_tiles' two-level model (their tiles follow rank 0's).
+        # Measured on 4 hosts x 1 rank over 1 Gbit/s TCP, n = 4096: nothing
+        # crossed the links during the products; docs/cluster-validation.md,
+        # "summa against tiles on 4 hosts (issue 12)".
+        return max(self.products + self.steps, self.broadcasts) + self.fill + self.network
+
+
+def summa_time(m: int, k: int, n: int, grid: Grid, mach: Machine, width: int, dtype_a="float64",
+               dtype_b=None, groups=None) -> SummaTime:
+    """SUMMA's compute phase with panels of at most `width` (see summa_panel_width for the terms).
+
+    Contention as predict_tiles charges it: mach.contention of the ranks on
+    the busiest node, on what the cores do (products, steps, broadcasts
+    within a node; one level: every broadcast, as tiles' one-level
+    messages), not on the broadcasts among nodes (two levels)."""
+    from .dist.layout import panel_count
+
+    sa, sb, _ = itemsizes(dtype_a, dtype_b)
+    dtype_c = np.result_type(np.dtype(dtype_a), np.dtype(dtype_a if dtype_b is None else dtype_b))
+    P = grid.size
+    slow = mach.contention(mach.busiest_node(P))
+    rows, cols = -(-m // grid.rows), -(-n // grid.cols)  # the largest block: the slowest rank
+    count, widest = panel_count(k, grid, max(1, width)) if k else (0, 0)
+    rate = mach.rate(dtype_c) * ((mach.cores or 1) if P == 1 else 1)
+    # Each panel's rank-w update streams C once: as if it had gemm_half_width more columns.
+    products = 2.0 * rows * cols * (k + count * mach.gemm_half_width) / rate * slow
+    steps = count * mach.summa_step * slow if P > 1 else 0.0
+    row_shapes, col_shapes = groups or summa_groups(grid, mach)
+
+    def bcasts(w: float) -> Tuple[float, float]:
+        # A's panel along the slowest grid row and B's along the slowest grid
+        # column, both posted together (Ibcast) and counted one after the other;
+        # (among nodes, the rest), each part for its slowest group.
+        a = [_group_bcast(g, rows * w * sa, mach) for g in row_shapes]
+        b = [_group_bcast(g, w * cols * sb, mach) for g in col_shapes]
+        return (max(x for x, _ in a) + max(x for x, _ in b),
+                (max(y for _, y in a) + max(y for _, y in b)) * slow)
+
+    # Per panel: log2-ish latency terms plus its bytes; bcast is affine in the
+    # bytes within one MPICH algorithm, so count panels of the mean width.
+    network, broadcasts = (count * x for x in bcasts(k / count)) if count else (0.0, 0.0)
+    fill = bcasts(widest)[1] if count else 0.0
+    return SummaTime(width, count, widest, products, steps, broadcasts, fill, network, slow)
+
+
+def summa_panel_memory(m: int, k: int, n: int, grid: Grid, width: int, sa: int = 8, sb: int = 8,
+                       sc: int = 8) -> Tuple[int, int]:
+    """(bytes of the largest blocks of A, B and C, bytes of two panel buffers per operand)."""
+    pr, pc = grid.rows, grid.cols
+    rows, cols = -(-m // pr), -(-n // pc)
+    blocks = rows * -(-k // pc) * sa + -(-k // pr) * cols * sb + rows * cols * sc
+    return blocks, 2 * width * (rows * sa + cols * sb)
+
+
+def summa_panel_width(m: int, k: int, n: int, grid: Grid, mach: Optional[Machine] = None,
+                      dtype_a="float64", dtype_b=None, memory: Optional[float] = None,
+                      panel_bytes: Optional[int] = None) -> int:
+    """SUMMA's panel width (columns of A / rows of B per step): the width whose
+    predicted time (summa_time) is least, within the memory bound.
+
+    Deterministic: a pure function of its arguments, so every rank that calls
+    it with the same ones gets the same width.
+
+    Why not one fixed width:
+    - narrow panels pay per panel: each step's row and column broadcasts
+      cost about log2(p) * alpha of latency (MPICH's binomial tree; more
+      for scatter-allgather), the step's software (mach.summa_step), and
+      a thin rank-w update runs below BLAS's speed, because it streams the
+      whole block of C for only 2w flops per element: w / (w + h) of the
+      full rate, h = mach.gemm_half_width (so w = 128 loses ~20% at h = 32);
+    - wide panels lose overlap: the first panel's broadcasts are not hidden
+      behind any product (the pipeline's fill, one panel's transfer), and
+      they cost memory: two buffers per operand, 2 w (rows + cols) items.
+    So the time is  max(products + steps, broadcasts) + fill + network
+    (see SummaTime: broadcasts among nodes, `network`, are not overlapped;
+    contention as summa_time charges it), minimised over widths from
+    MIN_PANEL_WIDTH (or k, if k is
+    smaller) up to the memory bound, on a ladder of 8 widths per octave;
+    ties go to the narrower width (less memory).
+
+    Memory: a panel of either operand holds at most panel_bytes (default
+    layout.PANEL_BYTES, 32 MiB: a BLAS call of that size already runs at
+    full speed), as before this was a model decision; and when `memory`
+    (bytes a rank may use) is given, the largest blocks of A, B and C plus
+    the four panel buffers must fit in it.  The memory bound wins over
+    the minimum width (a narrow panel is slow; one that does not fit
+    fails); when not even one column fits, the answer is 1 (the caller's
+    memory check refuses).  k = 0: 1 (no panels).
+    """
+    from .dist.layout import MIN_PANEL_WIDTH, PANEL_BYTES, panel_count, panel_width
+
+    for name, value in (("m", m), ("k", k), ("n", n)):
+        if not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name}= must be a whole number >= 0, got {value!r}")
+    if memory is not None and not memory >= 0:
+        raise ValueError(f"memory= must be a number of bytes >= 0, got {memory!r}")
+    if panel_bytes is not None and (not isinstance(panel_bytes, (int, np.integer)) or panel_bytes < 1):
+        raise ValueError(f"panel_bytes= must be a positive number of bytes, got {panel_bytes!r}")
+    mach = Machine() if mach is None else mach
+    if k == 0:
+        return 1
+    sa, sb, sc = itemsizes(dtype_a, dtype_b)
+    rows, cols = -(-m // grid.rows), -(-n // grid.cols)
+    # The cap per panel buffer (at least MIN_PANEL_WIDTH, at most k).
+    hi = panel_width(k, rows, cols, sa, sb, PANEL_BYTES if panel_bytes is None else panel_bytes)
+    if memory is not None:
+        blocks, per_width = summa_panel_memory(m, k, n, grid, 1, sa, sb, sc)
+        fits = int((memory - blocks) // per_width) if per_width else k
+        if fits < 1:
+            return 1
+        hi = min(hi, fits)
+    lo = min(MIN_PANEL_WIDTH, hi)
+    # Widths wider than the longest stretch of k one owner holds make the same panels.
+    longest = panel_count(k, grid, k)[1]
+    hi = max(lo, min(hi, longest))
+    ladder = {lo, hi}
+    i = 1
+    while lo * 2 ** (i / 8) < hi:
+        ladder.add(int(round(lo * 2 ** (i / 8))))
+        i += 1
+    groups = summa_groups(grid, mach)
+    return min(sorted(ladder), key=lambda w: (summa_time(m, k, n, grid, mach, w, dtype_a, dtype_b, groups).seconds, w))
+
+
 def predict_summa(m: int, k: int, n: int, grid: Grid, mach: Machine, dtype="float64",
-                  from_root: bool = False) -> Prediction:
+                  from_root: bool = False, width: Optional[int] = None,
+                  memory: Optional[float] = None) -> Prediction:
     """SUMMA (dist/summa.py) on a pr x pc grid, the matrices in 2-D blocks from the start.
 
     For each panel of k, a grid row broadcasts A's panel and a grid column
     B's (MPICH Bcast, per panel); with one panel of look-ahead the
-    broadcasts overlap the local products, so compute is the larger of the
-    two plus one panel's broadcasts.  from_root: the data starts and ends on
+    broadcasts within a node (one level: all) overlap the local products,
+    so compute is the larger of the two plus one panel's broadcasts, plus
+    the broadcasts among nodes (two levels), which do not overlap them
+    (summa_time, SummaTime.seconds).  Shared cores slow what the cores do,
+    for the ranks of the busiest node, as predict_tiles charges them, not
+    the network.  width: the panel width
+    (default: the model's, summa_panel_width, as dist.matmul picks it;
+    memory is passed to it).  from_root: the data starts and ends on
     rank 0 (matmul(A, B) on the root): then the blocks go out through rank
     0's link and C's blocks come back through it (distribute, gather).
-    Notes carry the words each rank receives and the ITT lower bound (summa_words).
+    Options carry the panel width and count; notes the words each rank
+    receives and the ITT lower bound (summa_words).
     """
-    from .dist.layout import panel_width, panels
-
     sa, sb, sc = itemsizes(dtype)
-    P, pr, pc = grid.size, grid.rows, grid.cols
-    rows, cols = -(-m // pr), -(-n // pc)
-    slow = mach.contention(P)
-    count = max(1, len(panels(k, grid, panel_width(k, rows, cols, sa, sb)))) if k else 0
-    comm = count * (bcast_time(pc, rows * k * sa / max(count, 1), mach)
-                    + bcast_time(pr, k * cols * sb / max(count, 1), mach)) if count else 0.0
-    flops = 2.0 * rows * cols * k / (mach.rate(dtype) * (mach.cores or 1) if P == 1 else mach.rate(dtype))
-    first = comm / count if count else 0.0
-    compute = max(flops, comm) + first + (mach.blas_setup if P > 1 else 0.0)
+    P = grid.size
+    if width is None:
+        width = summa_panel_width(m, k, n, grid, mach, dtype, memory=memory)
+    t = summa_time(m, k, n, grid, mach, width, dtype)  # contention included where it applies
+    compute = t.seconds + (mach.blas_setup * t.slow if P > 1 else 0.0)
     distribute = gather = 0.0
     if from_root and P > 1:
-        distribute = fan_out_time(P - 1, (m * k * sa + k * n * sb) * (P - 1) / P, mach)
-        gather = fan_out_time(P - 1, m * n * sc * (P - 1) / P, mach)
-    words = summa_words(m, k, n, grid, sa, sb, sc)
-    notes = [f"each rank receives about {words['received_bytes'] / 1e6:.3g} MB in {count} panels; "
+        # Through rank 0's link: shared cores stretch it on one level (as tiles'), not the network.
+        link_slow = 1.0 if mach.ranks_per_node else t.slow
+        distribute = fan_out_time(P - 1, (m * k * sa + k * n * sb) * (P - 1) / P, mach) * link_slow
+        gather = fan_out_time(P - 1, m * n * sc * (P - 1) / P, mach) * link_slow
+    words = summa_words(m, k, n, grid, sa, sb, sc, width=t.widest)
+    notes = [f"panels of {t.widest} (model's width; {t.count} panels): each rank receives about "
+             f"{words['received_bytes'] / 1e6:.3g} MB; "
              f"lower bound (Irony-Toledo-Tiskin 2004) with the {words['memory_bytes'] / 1e6:.3g} MB it holds: "
              f"{words['bound_bytes'] / 1e6:.3g} MB"]
+    if t.slow > 1:
+        notes.append(f"{mach.busiest_node(P)} ranks on {mach.cores} cores: products slowed {t.slow:.1f}x")
+    if t.network:
+        notes.append(f"broadcasts between nodes ({t.network:.3g} s) move only while the ranks are inside MPI: "
+                     f"added to the products, not overlapped")
     return Prediction("summa", P, str(grid), {
-        "distribute": distribute * slow, "compute": compute * slow, "gather": gather * slow}, notes,
-        moved=words["received_bytes"])
+        "distribute": distribute, "compute": compute, "gather": gather}, notes,
+        {"panel_width": t.widest, "panels": t.count}, moved=words["received_bytes"])
 
 
-def summa_words(m: int, k: int, n: int, grid: Grid, sa: int = 8, sb: int = 8, sc: int = 8) -> dict:
+def summa_words(m: int, k: int, n: int, grid: Grid, sa: int = 8, sb: int = 8, sc: int = 8,
+                width: Optional[int] = None) -> dict:
     """Bytes SUMMA moves into each rank, against the communication lower bound for its memory.
 
     received: a rank receives the parts of its grid row's A block and its
@@ -465,20 +682,26 @@ def summa_words(m: int, k: int, n: int, grid: Grid, sa: int = 8, sb: int = 8, sc
     Theorem 3.1): with M words of memory per processor, some processor of P
     communicates at least  m k n / (2 sqrt(2) P sqrt(M)) - M  words (stated
     for n x n; the same Loomis-Whitney argument counts m k n products).  M is
-    what SUMMA holds: its blocks of A, B and C and two panels of each operand.
+    what SUMMA holds: its blocks of A, B and C and two panels of each operand
+    (of `width`; default: the model's width on the default Machine).
     The bound is for the busiest processor; words in units of the largest itemsize.
     """
-    from .dist.layout import panel_width
-
     pr, pc, P = grid.rows, grid.cols, grid.size
     rows, cols = -(-m // pr), -(-n // pc)
     received = rows * k * sa * (pc - 1) / pc + k * cols * sb * (pr - 1) / pr
-    width = panel_width(k, rows, cols, sa, sb) if k else 0
-    memory = rows * -(-k // pc) * sa + -(-k // pr) * cols * sb + rows * cols * sc + 2 * width * (rows * sa + cols * sb)
+    if width is None:
+        width = summa_panel_width(m, k, n, grid, None, _dtype_of_size(sa), _dtype_of_size(sb)) if k else 0
+    blocks, panels = summa_panel_memory(m, k, n, grid, width, sa, sb, sc)
+    memory = blocks + panels
     word = max(sa, sb, sc)
     M = max(memory / word, 1.0)
     bound = max(0.0, m * k * n / (2 * math.sqrt(2) * P * math.sqrt(M)) - M) * word
     return {"received_bytes": received, "memory_bytes": memory, "bound_bytes": bound}
+
+
+def _dtype_of_size(itemsize: int) -> np.dtype:
+    """A numeric dtype with this itemsize (floats first), for callers that only know sizes."""
+    return np.dtype({1: "int8", 2: "float16", 4: "float32", 8: "float64", 16: "complex128"}.get(itemsize, "float64"))
 
 
 def predict_blog(n: int, mach: Machine, dtype="float64") -> Dict[str, float]:

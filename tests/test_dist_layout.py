@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpimat.dist.layout import (BlockLayout, as_grid, choose_summa_grid, default_grid, owner_index,
-                                panel_width, panels, summa_cost)
+                                panel_count, panel_width, panels, segments, summa_cost)
 from mpimat.partition import Grid, block, factor_pairs
 
 
@@ -75,6 +75,16 @@ def test_panels_cover_k_and_never_span_two_owners(k, pr, pc, width):
         b0, b1 = block(k, pr, p.b_row)
         assert a0 <= p.k0 < p.k1 <= a1, "A's panel must come from one grid column"
         assert b0 <= p.k0 < p.k1 <= b1, "B's panel must come from one grid row"
+
+
+@given(k=st.integers(0, 300), pr=st.integers(1, 7), pc=st.integers(1, 7), width=st.integers(1, 400))
+@settings(max_examples=300, deadline=None)
+def test_panel_count_and_segments_agree_with_panels(k, pr, pc, width):
+    # The model counts panels without listing them (model.summa_time): the same panels.
+    grid = Grid(pr, pc)
+    ps = panels(k, grid, width)
+    assert panel_count(k, grid, width) == (len(ps), max((p.width for p in ps), default=0))
+    assert sum(segments(k, grid)) == k and len(segments(k, grid)) == len(panels(k, grid))
 
 
 def test_panels_are_near_equal_pieces_of_each_segment():

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from mpimat import model
+from mpimat.dist.layout import MIN_PANEL_WIDTH, PANEL_BYTES, panel_count, panels
 from mpimat.model import Machine
 from mpimat.partition import Grid
 
@@ -238,3 +239,184 @@ def test_dot_batches_for_other_nodes_pay_the_network_latency_on_the_root():
     b = model.predict_dot(n, n, n, 5, plain, tasks_per_message=K)
     assert "paced by the root (dispatcher)" in a.notes and "paced by the root (dispatcher)" in b.notes
     assert a.total == pytest.approx(b.total + n * n * (20e-6 - 1e-6), rel=1e-6)
+
+
+# --- SUMMA's panel width (issue 12) ---------------------------------------------
+
+SHAPES = [(8192, 8192, 8192, Grid(2, 1)), (8192, 8192, 8192, Grid(2, 2)), (2048, 16384, 2048, Grid(4, 4)),
+          (512, 65536, 512, Grid(4, 4)), (100000, 100000, 100000, Grid(32, 32)), (300, 5000, 7000, Grid(3, 1)),
+          (1, 10 ** 6, 1, Grid(1, 1))]
+
+
+def with_(mach, **changes):
+    return Machine(**{**mach.as_dict(), **changes})
+
+
+@pytest.mark.parametrize("m,k,n,grid", SHAPES)
+def test_panel_width_stays_between_the_minimum_and_k_and_under_the_panel_cap(m, k, n, grid):
+    for mach in (M, Machine(), with_(M, latency=1e-3), with_(M, bandwidth=1e6)):
+        w = model.summa_panel_width(m, k, n, grid, mach)
+        assert MIN_PANEL_WIDTH <= w <= k
+        rows, cols = -(-m // grid.rows), -(-n // grid.cols)
+        assert w * max(rows, cols) * 8 <= max(PANEL_BYTES, MIN_PANEL_WIDTH * max(rows, cols) * 8)
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 64, MIN_PANEL_WIDTH])
+def test_panel_width_for_a_tiny_k_is_k(k):
+    for grid in (Grid(1, 1), Grid(2, 2), Grid(3, 1)):
+        assert model.summa_panel_width(1000, k, 1000, grid, M) == max(k, 1)  # k = 0: no panels, width 1
+
+
+def test_panel_width_respects_the_memory_bound():
+    m = k = n = 8192
+    grid = Grid(2, 2)
+    blocks, per_column = model.summa_panel_memory(m, k, n, grid, 1)
+    free = model.summa_panel_width(m, k, n, grid, M)
+    for memory in (blocks + 4 * per_column * free, blocks + per_column * 700, blocks + per_column * 300,
+                   blocks + per_column * 5, blocks + per_column):
+        w = model.summa_panel_width(m, k, n, grid, M, memory=memory)
+        assert blocks + w * per_column <= memory, memory
+        assert w == min(free, (memory - blocks) // per_column)  # here narrower is never faster
+    # Below the minimum the memory bound wins; not even one column: 1 (the caller refuses).
+    assert model.summa_panel_width(m, k, n, grid, M, memory=blocks + 5 * per_column) == 5
+    assert model.summa_panel_width(m, k, n, grid, M, memory=blocks // 2) == 1
+    # A smaller cap per panel buffer also bounds it.
+    assert model.summa_panel_width(m, k, n, grid, M, panel_bytes=4096 * 8 * 256) == 256
+
+
+def test_panel_width_grows_with_latency():
+    # Small blocks, long k, the broadcasts not hidden by the products: the per-panel
+    # latency is what narrow panels pay.
+    for m, k, n, grid in [(512, 65536, 512, Grid(4, 4)), (256, 100000, 256, Grid(4, 4))]:
+        widths = [model.summa_panel_width(m, k, n, grid, with_(M, latency=lat))
+                  for lat in (1e-7, 1e-6, 1e-5, 1e-4, 1e-3)]
+        assert widths == sorted(widths) and widths[-1] > 4 * widths[0], widths
+
+
+def test_panel_width_grows_with_blas_loss_and_shrinks_with_a_slow_link():
+    m, k, n, grid = 2048, 16384, 2048, Grid(4, 4)
+    by_h = [model.summa_panel_width(m, k, n, grid, with_(M, gemm_half_width=h)) for h in (0, 8, 32, 128)]
+    assert by_h == sorted(by_h) and by_h[-1] > by_h[0]
+    # A slow link: the first panel's broadcast, which nothing hides, is what wide panels pay.
+    by_bw = [model.summa_panel_width(m, k, n, grid, with_(M, bandwidth=b)) for b in (1e8, 1e9, 1e10)]
+    assert by_bw == sorted(by_bw) and by_bw[0] < by_bw[-1]
+
+
+@pytest.mark.parametrize("m,k,n,grid", SHAPES)
+def test_panel_width_is_deterministic_and_the_least_predicted_time(m, k, n, grid):
+    w = model.summa_panel_width(m, k, n, grid, M)
+    assert w == model.summa_panel_width(m, k, n, grid, Machine.from_dict(M.as_dict()))
+    best = model.summa_time(m, k, n, grid, M, w).seconds
+    for other in (MIN_PANEL_WIDTH, w // 2, w * 2, k):
+        if MIN_PANEL_WIDTH <= other <= k and other * max(-(-m // grid.rows), -(-n // grid.cols)) * 8 <= PANEL_BYTES:
+            assert best <= model.summa_time(m, k, n, grid, M, other).seconds * (1 + 1e-12), other
+
+
+def test_summa_time_terms_by_hand():
+    # 1x2 grid, k = 1000 in two owners' halves, width 250: 4 panels of 250.
+    t = model.summa_time(100, 1000, 200, Grid(1, 2), M, 250)
+    assert (t.count, t.widest) == (4, 250)
+    assert t.products == pytest.approx(2 * 100 * 100 * (1000 + 4 * 32.0) / 10e9)
+    assert t.steps == pytest.approx(4 * 2e-5)
+    panel = 1e-6 + 100 * 250 * 8 / 1e9  # A's panel to the other rank of the grid row (B stays put)
+    assert t.broadcasts == pytest.approx(4 * panel) and t.fill == pytest.approx(panel)
+    # One level: every broadcast overlaps the products (none counted as between nodes).
+    assert t.network == 0 and t.slow == 1
+    assert t.seconds == pytest.approx(max(t.products + t.steps, t.broadcasts) + t.fill)
+
+
+def test_summa_broadcasts_between_nodes_add_to_the_products():
+    # 2 hosts x 1 rank, 1x2 grid: A's panel crosses the network.  Without asynchronous
+    # progress (TCP) it moves only inside MPI: products + steps + broadcasts, no fill.
+    t = model.summa_time(100, 1000, 200, Grid(1, 2), two_level(1), 250)
+    assert (t.count, t.widest) == (4, 250)
+    panel = 20e-6 + 100 * 250 * 8 / 12e6
+    assert t.network == pytest.approx(4 * panel)
+    assert t.broadcasts == 0 and t.fill == 0
+    assert t.products == pytest.approx(2 * 100 * 100 * (1000 + 4 * 32.0) / 10e9)
+    assert t.seconds == pytest.approx(t.products + t.steps + 4 * panel)
+    # The same grid within one node (shared memory): the look-ahead overlaps them.
+    inside = model.summa_time(100, 1000, 200, Grid(1, 2), two_level(2), 250)
+    near = 1e-6 + 100 * 250 * 8 / 10e9
+    assert inside.network == 0
+    assert inside.broadcasts == pytest.approx(4 * near) and inside.fill == pytest.approx(near)
+    assert inside.seconds == pytest.approx(max(inside.products + inside.steps, 4 * near) + near)
+    # Broadcasts longer than the products: within a node they still hide the products.
+    slow_bcast = with_(two_level(2), bandwidth_intra=1e6)
+    hidden = model.summa_time(100, 1000, 200, Grid(1, 2), slow_bcast, 250)
+    assert hidden.broadcasts > hidden.products + hidden.steps
+    assert hidden.seconds == pytest.approx(hidden.broadcasts + hidden.fill)
+    # predict_summa's compute is that time (plus the BLAS setup, 0 here).
+    for mach in (two_level(1), two_level(2)):
+        pred = model.predict_summa(100, 1000, 200, Grid(1, 2), mach, width=250)
+        assert pred.phases["compute"] == pytest.approx(
+            model.summa_time(100, 1000, 200, Grid(1, 2), mach, 250).seconds)
+
+
+def test_summa_2x2_on_two_nodes_overlaps_rows_and_adds_columns():
+    # Ranks 0,1 on node 0, 2,3 on node 1: grid rows stay within a node (A's panels
+    # overlap the products), grid columns cross the network (B's panels add).
+    m = k = n = 1024
+    t = model.summa_time(m, k, n, Grid(2, 2), two_level(2), 128)
+    assert t.count == 8
+    a_panel = 1e-6 + 512 * 128 * 8 / 10e9
+    b_panel = 20e-6 + 128 * 512 * 8 / 12e6
+    assert t.broadcasts == pytest.approx(8 * a_panel) and t.fill == pytest.approx(a_panel)
+    assert t.network == pytest.approx(8 * b_panel)
+    assert t.seconds == pytest.approx(max(t.products + t.steps, 8 * a_panel) + a_panel + 8 * b_panel)
+
+
+def test_summa_contention_counts_the_ranks_of_one_node_and_spares_the_network():
+    m = k = n = 2048
+    grid = Grid(2, 2)
+    # 4 hosts x 1 rank on 1-core hosts: one rank per core, no slowdown
+    # (before: contention(4) = 4x on everything, as if all four shared one host).
+    free, crowded = two_level(1), two_level(1, with_(NET, cores=1))
+    assert model.predict_summa(m, k, n, grid, crowded, width=256).phases == \
+        pytest.approx(model.predict_summa(m, k, n, grid, free, width=256).phases)
+    assert model.summa_time(m, k, n, grid, crowded, 256).slow == 1
+    # 2 ranks per 1-core host: the products and steps 2x, the broadcasts between hosts not.
+    two, two_crowded = two_level(2), two_level(2, with_(NET, cores=1))
+    a, b = model.summa_time(m, k, n, grid, two, 256), model.summa_time(m, k, n, grid, two_crowded, 256)
+    assert b.slow == 2
+    assert b.products == pytest.approx(2 * a.products) and b.steps == pytest.approx(2 * a.steps)
+    assert b.broadcasts == pytest.approx(2 * a.broadcasts)  # copies within the node, by the shared core
+    assert b.network == pytest.approx(a.network) and a.network > 0
+    # One level, 4 ranks on 2 cores: everything 2x, as before.
+    one, one_crowded = M, with_(M, cores=2)
+    assert model.predict_summa(m, k, n, grid, one_crowded, width=256).phases["compute"] == \
+        pytest.approx(2 * model.predict_summa(m, k, n, grid, one, width=256).phases["compute"])
+    assert "2.0x" in " ".join(model.predict_summa(m, k, n, grid, one_crowded, width=256).notes)
+
+
+def test_summa_panel_width_follows_the_rule():
+    # Single node, one level: the benchmark shapes' widths (bench_summa, 2 and 4 ranks) stay.
+    for mach in (Machine(), with_(Machine(), cores=2)):
+        assert model.summa_panel_width(8192, 8192, 8192, Grid(2, 1), mach) == 512
+        assert model.summa_panel_width(8192, 8192, 8192, Grid(2, 2), mach) == 1024
+    # Across hosts nothing overlaps the broadcasts, so narrow panels only add per-panel
+    # costs: the widest panels (here one per owner's half of k) win.
+    m = k = n = 4096
+    grid = Grid(2, 2)
+    across = two_level(1, with_(NET, bandwidth=114e6, latency=15e-6, gflops=50.0))
+    w = model.summa_panel_width(m, k, n, grid, across)
+    assert w == panel_count(k, grid, k)[1] == 2048
+    # The same figures on one level (every broadcast overlapped): narrow panels, to keep
+    # the unhidden first panel short.
+    overlapped = with_(across, ranks_per_node=None)
+    assert model.summa_panel_width(m, k, n, grid, overlapped) == 128
+
+
+def test_predict_summa_uses_the_width_dist_matmul_picks():
+    for m, k, n, grid in SHAPES[:5]:
+        w = model.summa_panel_width(m, k, n, grid, M)
+        p = model.predict_summa(m, k, n, grid, M)
+        count, widest = panel_count(k, grid, w)
+        assert p.options == {"panel_width": widest, "panels": count}
+        assert count == len(panels(k, grid, w))
+        assert f"panels of {widest}" in p.notes[0]
+        words = model.summa_words(m, k, n, grid, width=widest)
+        blocks, per_column = model.summa_panel_memory(m, k, n, grid, 1)
+        assert words["memory_bytes"] == blocks + widest * per_column
+    # An explicit width is what is predicted.
+    assert model.predict_summa(4096, 4096, 4096, Grid(2, 2), M, width=128).options["panels"] == 32

@@ -8,6 +8,7 @@ import pytest
 from launch import run_mpimat
 from mpimat import model
 from mpimat.calibration import load as load_calibration
+from mpimat.partition import Grid
 
 TIMEOUT = 120
 
@@ -226,3 +227,41 @@ def test_plan_shows_summa_bytes_next_to_the_communication_lower_bound():
     text = run(["plan", "--size", "8192", "--ranks", "16", "--latency", "2us", "--bandwidth", "10GB/s",
                 "--gflops", "40"]).stdout
     assert "--strategy summa" in text and "Irony, Toledo, Tiskin 2004" in text
+
+
+def test_plan_shows_the_panel_width_the_model_picks_for_summa():
+    flags = ["--latency", "2us", "--bandwidth", "10GB/s", "--gflops", "40"]
+    res = run(["plan", "--size", "8192", "--ranks", "16", *flags, "--json"])
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    sm = plan["summa"]
+    mach = model.Machine.from_dict(plan["machine"])
+    grid = Grid(*map(int, sm["grid"].split("x")))
+    # The width dist.matmul would use (the model's), and its panels: what predict_summa costed.
+    want = model.predict_summa(8192, 8192, 8192, grid, mach).options
+    assert (sm["panel_width"], sm["panels"]) == (want["panel_width"], want["panels"])
+    assert 128 <= sm["panel_width"] <= 8192 and sm["panels"] >= 8192 // sm["panel_width"]
+    text = run(["plan", "--size", "8192", "--ranks", "16", *flags]).stdout
+    assert f"panel width {sm['panel_width']}: {sm['panels']} panels of at most {sm['panel_width']}" in text
+    # A slower network (more latency per message) never makes the panels narrower.
+    slow = run(["plan", "--shape", "512", "65536", "512", "--ranks", "16", "--latency", "1ms", "--json"])
+    fast = run(["plan", "--shape", "512", "65536", "512", "--ranks", "16", "--latency", "0.1us", "--json"])
+    assert json.loads(slow.stdout)["summa"]["panel_width"] > json.loads(fast.stdout)["summa"]["panel_width"]
+
+
+def test_plan_charges_summa_contention_per_host_and_adds_broadcasts_between_hosts():
+    # Issue 12's cluster: 4 hosts x 1 rank, one core per host.  One rank per core: no
+    # slowdown (summa used to be charged 4x, as if the four ranks shared one host), and the
+    # broadcasts between hosts add to the products (no asynchronous progress over TCP).
+    flags = ["--size", "4096", "--ranks", "4", "--latency", "15us", "--bandwidth", "114MB/s", "--gflops", "50",
+             "--ranks-per-node", "1", "--json"]
+    plan = json.loads(run(["plan", *flags, "--cores", "1"]).stdout)
+    one_core = plan["summa"]
+    many = json.loads(run(["plan", *flags, "--cores", "8"]).stdout)["summa"]
+    assert one_core["seconds"] == pytest.approx(many["seconds"])
+    mach = model.Machine.from_dict(plan["machine"])
+    assert (mach.ranks_per_node, mach.cores) == (1, 1)
+    grid = Grid(*map(int, one_core["grid"].split("x")))
+    t = model.summa_time(4096, 4096, 4096, grid, mach, one_core["panel_width"])
+    assert t.network > 0 and t.broadcasts == 0
+    assert one_core["seconds"] == pytest.approx(t.products + t.steps + t.network + mach.blas_setup, rel=1e-6)

@@ -124,8 +124,11 @@ def build_plan(m: int, k: int, n: int, ranks: int, mach: Machine, dtype) -> dict
     summa = sorted((model.predict_summa(m, k, n, Grid(r, c), mach, dtype) for r, c in factor_pairs(ranks)),
                    key=model.ranking)[0]
     item = np.dtype(dtype).itemsize
+    width = summa.options["panel_width"]
     out["summa"] = {"grid": summa.grid, "phases": summa.phases, "seconds": summa.total,
-                    **model.summa_words(m, k, n, Grid(*map(int, summa.grid.split("x"))), item, item, item)}
+                    "panel_width": width, "panels": summa.options["panels"],
+                    **model.summa_words(m, k, n, Grid(*map(int, summa.grid.split("x"))), item, item, item,
+                                        width=width)}
     return out
 
 
@@ -191,6 +194,9 @@ def render(plan: dict) -> str:
             "with the matrices in blocks from start to end (--strategy summa: parallel read, SUMMA, parallel write):",
             f"  summa {sm['grid']}: predicted {fmt_seconds(sm['seconds'])} (compute with its panel broadcasts; no "
             f"distribute or gather through rank 0)",
+            f"  panel width {sm['panel_width']}: {sm['panels']} panels of at most {sm['panel_width']} columns of A / "
+            f"rows of B (the model's width:",
+            "    narrower pays more latency and slower thin BLAS, wider an unhidden first broadcast and memory)",
             f"  each rank receives {fmt_bytes(sm['received_bytes'])} and holds {fmt_bytes(sm['memory_bytes'])}; with that "
             f"memory M some rank must communicate at least {fmt_bytes(sm['bound_bytes'])}",
             "  (Irony, Toledo, Tiskin 2004: m k n / (2 sqrt(2) P sqrt(M)) - M words)",

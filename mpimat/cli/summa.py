@@ -18,9 +18,9 @@ from typing import Optional
 import numpy as np
 from mpi4py import MPI
 
-from .. import control, dist, memory, report
+from .. import calibration, control, dist, memory, model, report
 from ..dist import npyio
-from ..dist.layout import BlockLayout, as_grid, choose_summa_grid, panel_width
+from ..dist.layout import BlockLayout, as_grid, choose_summa_grid
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
 from ..fileio import npy_bytes, open_regular, read_header
 from ..operands import check_dtype, result_dtype
@@ -51,8 +51,8 @@ def problem(args) -> dict:
     return {"m": a_shape[0], "k": a_shape[1], "n": b_shape[1], "dtype_a": dtype_a.str, "dtype_b": dtype_b.str}
 
 
-def memory_need(shape: dict, grid, rank: int) -> int:
-    """Bytes this rank holds: its blocks of A, B and C and two panels of each operand."""
+def memory_need(shape: dict, grid, rank: int, width: int) -> int:
+    """Bytes this rank holds: its blocks of A, B and C and two panels of each operand (`width` wide)."""
     m, k, n = shape["m"], shape["k"], shape["n"]
     sa, sb = np.dtype(shape["dtype_a"]).itemsize, np.dtype(shape["dtype_b"]).itemsize
     sc = result_dtype(np.dtype(shape["dtype_a"]), np.dtype(shape["dtype_b"])).itemsize
@@ -60,9 +60,18 @@ def memory_need(shape: dict, grid, rank: int) -> int:
     b = BlockLayout((k, n), grid).block_of(rank)
     c = BlockLayout((m, n), grid).block_of(rank)
     rows, cols = c.shape
-    width = panel_width(k, rows, cols, sa, sb) if k else 0
+    width = width if k else 0
     return (a.shape[0] * a.shape[1] * sa + b.shape[0] * b.shape[1] * sb + rows * cols * sc
             + 2 * width * (rows * sa + cols * sb))
+
+
+def choose_panel(shape: dict, grid, budget: float) -> int:
+    """Rank 0: SUMMA's panel width for this job, as the cost model picks it
+    (model.summa_panel_width) for the saved calibration's machine, else the
+    model's defaults, within `budget`, the least memory any rank may use."""
+    mach = calibration.load_or_defaults()
+    return model.summa_panel_width(shape["m"], shape["k"], shape["n"], grid, mach, np.dtype(shape["dtype_a"]),
+                                   np.dtype(shape["dtype_b"]), memory=budget)
 
 
 def choose_grid(args, shape: dict, ranks: int, auto: Optional[dict] = None) -> list:
@@ -88,8 +97,11 @@ def run(args, comm: MPI.Comm, writers: dict, shape: dict, grid: list, auto: Opti
     m, k, n = shape["m"], shape["k"], shape["n"]
     dtype_a, dtype_b = np.dtype(shape["dtype_a"]), np.dtype(shape["dtype_b"])
     grid = as_grid(tuple(grid), comm.size)
+    # The panel width: rank 0's model (its calibration file), within the least memory of any rank.
+    budget = comm.allreduce(min(memory.available()[0], 2.0 ** 62), op=MPI.MIN)
+    width = control.agree(comm, root, (lambda: choose_panel(shape, grid, budget)) if comm.rank == root else None)
     # Every rank checks what it will hold, before anything is read or made.
-    control.refuse_if_any(comm, root, memory.shortfall(memory_need(shape, grid, comm.rank),
+    control.refuse_if_any(comm, root, memory.shortfall(memory_need(shape, grid, comm.rank, width),
                                                        f"rank {comm.rank} (its blocks of A, B and C)"),
                           ": use more ranks (each holds less)")
     comm.Barrier()
@@ -103,7 +115,7 @@ def run(args, comm: MPI.Comm, writers: dict, shape: dict, grid: list, auto: Opti
             else:
                 A = dist.random((m, k), dtype_a, args.seed, comm, "A", grid=grid)
                 B = dist.random((k, n), dtype_b, args.seed, comm, "B", grid=grid)
-        C = dist.matmul(A, B, grid=grid, stats=stats, blas_threads=args.blas_threads)
+        C = dist.matmul(A, B, grid=grid, panel=width, stats=stats, blas_threads=args.blas_threads)
         stats.add("gather", 0.0)
         code, failure, tmp = EXIT_OK, None, None
         with stats.phase("verify"):

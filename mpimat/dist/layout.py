@@ -17,9 +17,10 @@ from typing import List, Optional, Tuple
 
 from ..partition import Grid, Tile, block, factor_pairs, parse_grid
 
-# SUMMA's default panel: at most this many bytes per panel of either operand
-# (a BLAS call of this size runs at full speed), but never narrower than
-# MIN_PANEL_WIDTH columns of A / rows of B when k allows it.
+# SUMMA's panels: at most this many bytes per panel of either operand (a
+# BLAS call of this size runs at full speed; wider only costs memory and
+# overlap), and the cost model (model.summa_panel_width) never picks fewer
+# than MIN_PANEL_WIDTH columns of A / rows of B when k and memory allow it.
 PANEL_BYTES = 32 << 20
 MIN_PANEL_WIDTH = 128
 
@@ -155,10 +156,33 @@ class Panel:
 
 def panel_width(k: int, rows_a: int, cols_b: int, itemsize_a: int, itemsize_b: int,
                 panel_bytes: int = PANEL_BYTES) -> int:
-    """Default panel width: a panel of either operand holds at most `panel_bytes`
-    (but the width is at least MIN_PANEL_WIDTH, or k)."""
+    """The widest panel whose buffer of either operand holds at most `panel_bytes`
+    (but at least MIN_PANEL_WIDTH, or k).  SUMMA's default width is the cost
+    model's choice below this cap (model.summa_panel_width)."""
     widest = max(rows_a * itemsize_a, cols_b * itemsize_b, 1)
     return max(1, min(k, max(MIN_PANEL_WIDTH, panel_bytes // widest)))
+
+
+def _cuts(k: int, grid: Grid) -> List[int]:
+    """Where A's column blocks or B's row blocks start (and 0, k): no panel spans one."""
+    return sorted({0, k} | {block(k, grid.cols, c)[0] for c in range(grid.cols)}
+                  | {block(k, grid.rows, r)[0] for r in range(grid.rows)})
+
+
+def segments(k: int, grid: Grid) -> List[int]:
+    """Lengths of the stretches of k that panels() cuts into pieces (no panel spans two)."""
+    cuts = _cuts(k, grid)
+    return [hi - lo for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+
+
+def panel_count(k: int, grid: Grid, width: int) -> Tuple[int, int]:
+    """(how many panels, the widest) panels(k, grid, width) makes, without listing them."""
+    count = widest = 0
+    for length in segments(k, grid):
+        pieces = -(-length // width)
+        count += pieces
+        widest = max(widest, -(-length // pieces))
+    return count, widest
 
 
 def panels(k: int, grid: Grid, width: Optional[int] = None) -> List[Panel]:
@@ -171,8 +195,7 @@ def panels(k: int, grid: Grid, width: Optional[int] = None) -> List[Panel]:
     """
     if width is not None and width < 1:
         raise ValueError(f"panel= must be at least 1, got {width}")
-    cuts = sorted({0, k} | {block(k, grid.cols, c)[0] for c in range(grid.cols)}
-                  | {block(k, grid.rows, r)[0] for r in range(grid.rows)})
+    cuts = _cuts(k, grid)
     a_starts = [block(k, grid.cols, c)[0] for c in range(grid.cols)]
     b_starts = [block(k, grid.rows, r)[0] for r in range(grid.rows)]
     out: List[Panel] = []

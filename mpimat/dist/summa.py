@@ -28,13 +28,13 @@ from typing import List, Optional, Tuple
 import numpy as np
 from mpi4py import MPI
 
-from .. import compute
+from .. import calibration, compute, kernels, model
 from ..buffers import fresh
 from ..errors import InputError
 from ..operands import result_dtype
 from ..stats import Stats
 from .gemm import Accumulator
-from .layout import BlockLayout, Panel, as_grid, choose_summa_grid, panel_width, panels
+from .layout import BlockLayout, Panel, as_grid, choose_summa_grid, panels
 from .matrix import DistMatrix, raw, redistribute
 
 
@@ -79,8 +79,8 @@ class Broadcaster:
         return panel, self.comm.Ibcast([raw(panel), MPI.BYTE], root=owner)
 
 
-def run(A: DistMatrix, B: DistMatrix, C: DistMatrix, width: Optional[int], stats: Stats,
-        blas_threads: Optional[int]) -> List[Panel]:
+def run(A: DistMatrix, B: DistMatrix, C: DistMatrix, width: int, stats: Stats,
+        blas_threads: Optional[int], kernel: kernels.Kernel = kernels.NUMPY) -> List[Panel]:
     """Fill C.local with this rank's block of A @ B (A, B, C on one grid)."""
     grid = C.grid
     comm = C.comm.Dup()
@@ -89,7 +89,7 @@ def run(A: DistMatrix, B: DistMatrix, C: DistMatrix, width: Optional[int], stats
         row = cart.Sub([False, True])   # my grid row: ranks (r, 0..pc-1), rank = c
         col = cart.Sub([True, False])   # my grid column: ranks (0..pr-1, c), rank = r
         try:
-            return _run(A, B, C, width, stats, blas_threads, row, col)
+            return _run(A, B, C, width, stats, blas_threads, row, col, kernel)
         finally:
             row.Free()
             col.Free()
@@ -98,14 +98,10 @@ def run(A: DistMatrix, B: DistMatrix, C: DistMatrix, width: Optional[int], stats
         comm.Free()
 
 
-def _run(A, B, C, width, stats, blas_threads, row, col) -> List[Panel]:
+def _run(A, B, C, width, stats, blas_threads, row, col, kernel) -> List[Panel]:
     k = A.shape[1]
     a_blk, b_blk = A.block, B.block
     rows_a, cols_b = a_blk.shape[0], b_blk.shape[1]
-    if width is None:
-        # The same on every rank: computed from the largest blocks.
-        m, n = C.shape
-        width = panel_width(k, -(-m // C.grid.rows), -(-n // C.grid.cols), A.dtype.itemsize, B.dtype.itemsize)
     plist = panels(k, C.grid, width)
     stats.record(panels=len(plist), panel_width=max((p.width for p in plist), default=0))
     if not plist:  # k == 0: the product is zeros
@@ -116,7 +112,7 @@ def _run(A, B, C, width, stats, blas_threads, row, col) -> List[Panel]:
     w_max = max(p.width for p in plist)
     a_side = Broadcaster(A.local, row, True, A.order, rows_a, w_max, A.dtype, stats)
     b_side = Broadcaster(B.local, col, False, B.order, cols_b, w_max, B.dtype, stats)
-    acc = Accumulator(C.local)
+    acc = Accumulator(C.local, kernel=kernel)
 
     def start(i):
         p = plist[i]
@@ -125,7 +121,7 @@ def _run(A, B, C, width, stats, blas_threads, row, col) -> List[Panel]:
         return a, b, [r for r in (ra, rb) if r is not None]
 
     waited = 0.0  # time blocked on broadcasts (communication not overlapped)
-    with compute.blas_threads(blas_threads):
+    with compute.blas_threads(blas_threads), kernel.threads(blas_threads):
         current = start(0)
         for i in range(len(plist)):
             a, b, requests = current
@@ -141,18 +137,52 @@ def _run(A, B, C, width, stats, blas_threads, row, col) -> List[Panel]:
     return plist
 
 
+def load_kernel(name, dtype_a, dtype_b, comm: MPI.Comm) -> kernels.Kernel:
+    """The local kernel for `kernel=name` and these dtypes, the same on every rank.
+
+    numpy's wherever the named one would not give numpy's result (for_dtypes);
+    InputError on every rank if the named kernel is missing on some rank.
+    """
+    if name not in kernels.KERNELS:
+        raise ValueError(f"kernel= must be one of {', '.join(kernels.KERNELS)}, got {name!r}")
+    if name == "numpy":
+        return kernels.NUMPY
+    why = ""
+    try:
+        kernel = kernels.get_kernel(name, calibration.kernel_table() if name == "auto" else None)
+        kernel = kernel.for_dtypes(dtype_a, dtype_b)
+    except kernels.KernelUnavailable as exc:
+        kernel, why = None, str(exc)
+    # Every rank learns whether any lacks it, and all run the same kernel.
+    names = comm.allgather(None if kernel is None else kernel.name)
+    if None in names:
+        raise InputError(why or f"kernel {name!r} is missing on some rank: install it everywhere")
+    if len(set(names)) > 1:
+        return kernels.NUMPY  # auto chose differently on some rank (calibration files differ)
+    return kernel
+
+
 def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
-           stats: Optional[Stats] = None, blas_threads: Optional[int] = None) -> DistMatrix:
+           stats: Optional[Stats] = None, blas_threads: Optional[int] = None,
+           kernel: str = "numpy", machine: Optional[model.Machine] = None) -> DistMatrix:
     """C = A @ B by SUMMA; C stays distributed (C order, on the grid used).
 
     grid: None keeps the operands' common grid (or, if they differ, takes
     the grid that moves the fewest bytes); a Grid, 'PRxPC' or (pr, pc)
     forces one.  Operands on another grid are redistributed first.
     panel: the widest panel (columns of A / rows of B) per step; default:
-    at most layout.PANEL_BYTES per panel.  stats: a mpimat.stats.Stats to
+    the cost model's choice (model.summa_panel_width: the least predicted
+    time, at most layout.PANEL_BYTES per panel) for `machine`, a
+    model.Machine (e.g. mpimat.calibration.load(); default: the model's
+    defaults; should ranks pass different ones, the narrowest width wins).
+    stats: a mpimat.stats.Stats to
     fill (bytes sent/received, including any redistribution; phases
     'distribute' (redistribution) and 'compute' (SUMMA)).
     blas_threads: BLAS threads per rank (default: 1 when ranks share a node).
+    kernel: who computes each panel's product (mpimat.kernels): "numpy"
+    (numpy's BLAS, default), "torch" (torch's CPU gemm, in place with
+    addmm_) or "auto" (calibration's choice per dtype); numpy for the dtypes
+    the kernel does not multiply exactly as numpy.
     The result has numpy's dtype; integers wrap as numpy's do.
     """
     for name, X in (("A", A), ("B", B)):
@@ -170,13 +200,23 @@ def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
         raise ValueError(f"panel= must be a positive number of columns, got {panel!r}")
     if blas_threads is not None and blas_threads < 1:
         raise ValueError(f"blas_threads= must be at least 1, got {blas_threads}")
+    if machine is not None and not isinstance(machine, model.Machine):
+        raise TypeError(f"machine= must be a mpimat.model.Machine (e.g. mpimat.calibration.load()), "
+                        f"got {type(machine).__name__}")
     comm = A.comm
+    local_kernel = load_kernel(kernel, A.dtype, B.dtype, comm)
     if grid is not None:
         grid = as_grid(grid, comm.size)
     elif A.grid == B.grid:
         grid = A.grid
     else:
         grid = choose_summa_grid(m, k, n, comm.size, A.dtype.itemsize, B.dtype.itemsize)
+    if panel is None:
+        # A pure function of the shapes, dtypes, grid and machine: the same on every rank
+        # when they pass the same machine (the default is); if not, they agree on the narrowest.
+        panel = model.summa_panel_width(m, k, n, grid, machine, A.dtype, B.dtype)
+        if machine is not None:
+            panel = comm.allreduce(panel, op=MPI.MIN)
     stats = Stats() if stats is None else stats
     stats.record(grid=str(grid))
     with stats.phase("distribute"):  # only when an operand is on another grid
@@ -189,5 +229,5 @@ def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
     layout = BlockLayout((m, n), grid)
     C = DistMatrix(fresh(layout.block_of(comm.rank).shape, dtype_c, small=False), layout, comm, "C")
     with stats.phase("compute"):
-        run(A2, B2, C, panel, stats, blas_threads)
+        run(A2, B2, C, panel, stats, blas_threads, local_kernel)
     return C

@@ -17,7 +17,7 @@ from mpi4py import MPI
 
 from mpimat import InputError, dist
 from mpimat import generate
-from mpimat.dist import npyio
+from mpimat.dist import npyio, summa
 from mpimat.generate import random_pair
 from mpimat.partition import Grid, factor_pairs
 from mpimat.stats import Stats
@@ -242,6 +242,27 @@ def test_repeated_calls_blas_threads_and_sub_communicator():
         sub.Free()
 
 
+def test_default_panel_is_the_models_width_for_the_machine_given():
+    from mpimat import model
+    from mpimat.dist.layout import panel_count
+
+    m, k, n = 64, 20000, 64  # long k, small blocks: the latency decides the width
+    A, B = random_pair(m, k, n, "float64", seed=12)
+    X, Y = scatter(A), scatter(B)
+    for mach in (None, model.Machine(latency=1e-2)):
+        stats = Stats()
+        check_blocks(dist.matmul(X, Y, stats=stats, machine=mach), A @ B)
+        w = model.summa_panel_width(m, k, n, X.grid, mach, np.float64, np.float64)
+        assert stats.extra["panel_width"] == panel_count(k, X.grid, w)[1]
+    # Ranks passing different machines agree on the narrowest width: the same panels, no hang.
+    stats = Stats()
+    mine = model.Machine(latency=1e-7 if comm.rank == 0 else 1e-2)
+    check_blocks(dist.matmul(X, Y, stats=stats, machine=mine), A @ B)
+    same_everywhere(stats.extra["panel_width"])
+    with pytest.raises(TypeError, match="machine="):
+        dist.matmul(X, Y, machine={"latency": 1e-6})
+
+
 def test_matmul_bad_arguments_raise_everywhere():
     X, Y = scatter(np.ones((3, 4))), scatter(np.ones((5, 2)))
     with pytest.raises(InputError, match="shape mismatch") as info:
@@ -253,6 +274,56 @@ def test_matmul_bad_arguments_raise_everywhere():
         dist.matmul(X, scatter(np.ones((4, 2))), panel=0)
     with pytest.raises(TypeError, match="DistMatrix"):
         dist.matmul(np.ones((3, 4)), Y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128", "int32", "float16"])
+def test_matmul_torch_kernel_matches_numpy(dtype):
+    pytest.importorskip("torch")
+    from mpimat import kernels
+
+    for shape in [(37, 23, 41), (5, 0, 4), (0, 4, 5), (1, 8, 1), (24, 10, 18)]:
+        A, B = random_pair(*shape, dtype, seed=11)
+        R = A @ B
+        # Fortran order too: the owner's panel is then a strided view.
+        for X, Y in [(scatter(A), scatter(B)), (scatter(np.asfortranarray(A)), scatter(np.asfortranarray(B)))]:
+            for g in GRIDS:
+                for panel in (None, 2):  # many panels: beta = 0 then 1 on every chunk
+                    check_blocks(dist.matmul(X, Y, grid=g, panel=panel, kernel="torch"), R)
+    assert summa.load_kernel("torch", np.float64, np.float64, comm) is kernels.get_kernel("torch")
+    # Where torch would not give numpy's result, numpy runs.
+    assert summa.load_kernel("torch", np.int32, np.int32, comm) is kernels.NUMPY
+    assert summa.load_kernel("torch", np.float32, np.float64, comm) is kernels.NUMPY
+
+
+def test_matmul_torch_kernel_nan_inf_and_threads():
+    torch = pytest.importorskip("torch")
+    A, B = random_pair(12, 9, 10, "float64", seed=9)
+    A[2, 3], B[4, 5] = np.nan, np.inf
+    R = A @ B
+    before = torch.get_num_threads()
+    C = dist.matmul(scatter(A), scatter(B), panel=2, kernel="torch", blas_threads=1).to_root()
+    assert torch.get_num_threads() == before
+    if comm.rank == 0:
+        np.testing.assert_array_equal(np.isnan(C), np.isnan(R))
+        np.testing.assert_array_equal(np.isinf(C), np.isinf(R))
+        finite = np.isfinite(R)
+        np.testing.assert_allclose(C[finite], R[finite], rtol=1e-12, atol=1e-12 * np.abs(R[finite]).max())
+
+
+def test_matmul_bad_kernel_raises_everywhere(monkeypatch):
+    from mpimat import kernels
+
+    X, Y = scatter(np.ones((3, 4))), scatter(np.ones((4, 2)))
+    with pytest.raises(ValueError, match="kernel= must be one of") as info:
+        dist.matmul(X, Y, kernel="cuda")
+    same_everywhere(str(info.value))
+    # torch missing on one rank only: the same InputError on every rank, no hang.
+    if comm.rank == comm.size - 1:
+        def missing(name, table=None):
+            raise kernels.KernelUnavailable("kernel 'torch' needs torch")
+        monkeypatch.setattr(kernels, "get_kernel", missing)
+    with pytest.raises(InputError, match="torch"):
+        dist.matmul(X, Y, kernel="torch")
 
 
 # ---------------------------------------------------------------- parallel .npy I/O
