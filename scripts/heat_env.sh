@@ -26,23 +26,11 @@
 # Re-running is cheap: pip is skipped while this script is unchanged.
 set -euo pipefail
 
-ROOT="$(cd "${1:-.}" && pwd)"
-VENV="$ROOT/.venv-heat"
-PY="${PYTHON:-python3}"
+# shellcheck source=scripts/venv_lib.sh
+source "$(dirname "$0")/venv_lib.sh"
+side_venv heat "${1:-.}"
 HEAT_VERSION="1.8.0"
 TORCH_VERSION="2.13.0"
-
-if [ ! -f "$ROOT/pyproject.toml" ] || [ ! -d "$ROOT/mpimat" ]; then
-    echo "heat_env: $ROOT is not the mpimat repo root" >&2
-    exit 2
-fi
-
-if [ -x "$VENV/bin/python" ]; then
-    echo "heat_env: reusing $VENV"
-else
-    echo "heat_env: creating $VENV with $("$PY" --version 2>&1)"
-    "$PY" -m venv "$VENV"
-fi
 
 STAMP="$VENV/.mpimat-heat-stamp"
 WANT="$(cat "$0" | cksum)"

@@ -11,21 +11,9 @@
 # runs the Lightning tests.  Re-running is cheap: pip skips what is installed.
 set -euo pipefail
 
-ROOT="$(cd "${1:-.}" && pwd)"
-VENV="$ROOT/.venv-lightning"
-PY="${PYTHON:-python3}"
-
-if [ ! -f "$ROOT/pyproject.toml" ] || [ ! -d "$ROOT/mpimat" ]; then
-    echo "lightning_env: $ROOT is not the mpimat repo root" >&2
-    exit 2
-fi
-
-if [ -x "$VENV/bin/python" ]; then
-    echo "lightning_env: reusing $VENV"
-else
-    echo "lightning_env: creating $VENV with $("$PY" --version 2>&1)"
-    "$PY" -m venv "$VENV"
-fi
+# shellcheck source=scripts/venv_lib.sh
+source "$(dirname "$0")/venv_lib.sh"
+side_venv lightning "${1:-.}"
 
 # Skip pip when nothing it depends on changed since the last good run.
 STAMP="$VENV/.mpimat-lightning-stamp"
