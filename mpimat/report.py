@@ -16,8 +16,10 @@ Top-level keys of the JSON report (build()):
   sent); per_rank (each rank's Stats.as_dict(): phases, bytes_sent,
   bytes_received, messages_sent, max_rss_bytes, peak_traced_bytes, its
   recorded FIELDS, and events: [name, start, end, bytes] spans in seconds
-  from the job's start (a barrier): the phases, and for tiles each "panel"
-  computed (bytes of C) and each "wait" for a panel's inputs); versions;
+  from the job's start (a barrier): the phases, and for tiles and summa each
+  "panel" computed (bytes of C it wrote: tiles' panel of C, summa's step
+  updating the rank's block of C) and each "wait" for a panel's inputs
+  (summa: its broadcasts)); versions;
   out (the --out path, when written).
   Plus rank 0's recorded FIELDS at the top level (e.g. tasks for dot).
 """
@@ -34,7 +36,7 @@ FIELDS: Dict[str, str] = {
     "grid": "api, summa: the process grid used, 'PRxPC' ('1x1' when tiles computed the product alone)",
     "alone": "tiles: the product was below alone_flops, so the root computed it alone (no messages)",
     "blas_threads": "api: BLAS threads per rank (null: BLAS's own default)",
-    "kernel": "api: the local kernel that ran ('numpy' or 'torch'; kernels.py)",
+    "kernel": "api, summa: the local kernel that ran ('numpy' or 'torch'; kernels.py)",
     "auto": "api (strategy=auto): the model's choice: strategy, grid, options, predicted_seconds, "
             "predicted_phases, machine (the calibration's source)",
     "panels": "tiles: result panels this rank computed of its own tile; summa: panels of k",

@@ -82,6 +82,39 @@ def test_auto_picks_summa_when_rank_0s_link_is_slow(tmp_path):
     assert rep["grid"] == "x".join(map(str, rep["auto"]["grid"]))
 
 
+SLOW_ROOT_LINK = {"machine": {"latency": 1e-5, "bandwidth": 1e6, "gflops": 50.0}}  # auto then picks summa
+
+
+@pytest.mark.parametrize("strategy, dtype, ran", [
+    ("summa", "float64", "torch"),
+    ("summa", "int16", "numpy"),   # torch does not multiply integers as numpy: numpy runs, and says so
+    ("auto", "float64", "torch"),  # auto picking summa passes --kernel on too
+])
+def test_kernel_reaches_summa(tmp_path, strategy, dtype, ran):
+    pytest.importorskip("torch")
+    from mpimat.generate import random_pair
+
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps(SLOW_ROOT_LINK))
+    m, k, n = (400, 400, 400) if strategy == "auto" else (61, 45, 38)
+    proc = run_mpimat(["--strategy", strategy, "--kernel", "torch", "--shape", m, k, n, "--dtype", dtype,
+                       "--seed", 4, "--out", "C.npy", "--report", "r.json", "--quiet"], n=4, cwd=tmp_path,
+                      env={"MPIMAT_CALIBRATION": str(cal)})
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["verification"]["passed"] and rep["kernel"] == ran
+    assert all(r["kernel"] == ran for r in rep["per_rank"])
+    if strategy == "auto":
+        assert rep["auto"]["strategy"] == "summa"
+    A, B = random_pair(m, k, n, dtype, 4)
+    C = np.load(tmp_path / "C.npy")
+    if dtype == "int16":
+        assert np.array_equal(C, A @ B)
+    else:
+        # Summed in another order than numpy's: an error bound of k roundings of |A| @ |B|.
+        np.testing.assert_allclose(C, A @ B, rtol=1e-12, atol=1e-14 * k * np.abs(A).max() * np.abs(B).max())
+
+
 def test_a_product_too_big_for_rank_0_runs_with_summa_and_tiles_refuses(tmp_path):
     # Every rank may map 700 MiB: A + B + C (443 MiB) on rank 0 do not fit, four ranks' blocks do.
     limit = ["prlimit", f"--as={700 << 20}"]

@@ -18,6 +18,10 @@ A_panel @ B_panel into its block of C (van de Geijn & Watts, 1997).
   beta = 1, or numpy in row chunks), so integers wrap as numpy's do.
 - Bytes: a receiver counts each panel it receives; an owner counts a panel
   once per receiver (the payload a flat broadcast sends).
+- Timeline: per panel, a "wait" event while the rank blocks on that
+  panel's broadcasts (only when it has any) and a "panel" event for the
+  step (bytes: the rank's block of C, which every step updates), as tiles
+  records them (stats.Stats.event: a tuple append each).
 """
 
 from __future__ import annotations
@@ -121,18 +125,24 @@ def _run(A, B, C, width, stats, blas_threads, row, col, kernel) -> List[Panel]:
         return a, b, [r for r in (ra, rb) if r is not None]
 
     waited = 0.0  # time blocked on broadcasts (communication not overlapped)
+    c_bytes = C.local.nbytes  # what each panel's step updates: this rank's block of C
+    clock, event = time.perf_counter, stats.event
     with compute.blas_threads(blas_threads), kernel.threads(blas_threads):
         current = start(0)
         for i in range(len(plist)):
             a, b, requests = current
+            ready = clock()
             if requests:
-                t0 = time.perf_counter()
                 MPI.Request.Waitall(requests)
-                waited += time.perf_counter() - t0
+                t0, ready = ready, clock()
+                waited += ready - t0
+                event("wait", t0, ready)
             current = start(i + 1) if i + 1 < len(plist) else None
             ahead = current[2] if current else []
             poke = (lambda: MPI.Request.Testall(ahead)) if ahead else None
             acc.add(a, b, first=(i == 0), poke=poke)
+            # The step (the next panel's broadcasts posted, this one's product added), as tiles' "panel".
+            event("panel", ready, clock(), c_bytes)
     stats.record(wait_seconds=round(waited, 6))
     return plist
 
@@ -177,7 +187,8 @@ def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
     defaults; should ranks pass different ones, the narrowest width wins).
     stats: a mpimat.stats.Stats to
     fill (bytes sent/received, including any redistribution; phases
-    'distribute' (redistribution) and 'compute' (SUMMA)).
+    'distribute' (redistribution) and 'compute' (SUMMA); the kernel that
+    ran; a "panel" and "wait" event per panel, as tiles records them).
     blas_threads: BLAS threads per rank (default: 1 when ranks share a node).
     kernel: who computes each panel's product (mpimat.kernels): "numpy"
     (numpy's BLAS, default), "torch" (torch's CPU gemm, in place with
@@ -225,7 +236,7 @@ def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
         local = comm.Split_type(MPI.COMM_TYPE_SHARED)
         blas_threads = compute.default_blas_threads(local.size)
         local.Free()
-    stats.record(blas_threads=blas_threads)
+    stats.record(blas_threads=blas_threads, kernel=local_kernel.name)
     layout = BlockLayout((m, n), grid)
     C = DistMatrix(fresh(layout.block_of(comm.rank).shape, dtype_c, small=False), layout, comm, "C")
     with stats.phase("compute"):
