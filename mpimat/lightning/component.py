@@ -23,6 +23,7 @@ cloud (``lightning_app.components.multi_node.base.is_running_in_cloud``).
 
 from __future__ import annotations
 
+import signal
 from typing import Any, List, Optional, Sequence
 
 try:
@@ -46,6 +47,32 @@ class MPIMatJobFailed(RuntimeError):
     """The mpimat job (or this node's part of it) ended with a non-zero status."""
 
 
+def one_sigterm_at_a_time() -> None:
+    """Make a second SIGTERM wait for the work's first SIGTERM handler instead of re-entering it.
+
+    lightning-app 2.3.2's work runner (utilities/proxies.py) handles SIGTERM
+    inside `with _state_observer_lock` (not reentrant), and a stopped app's
+    works may get SIGTERM twice; the second, arriving inside the first
+    handler, deadlocks the work, and the app never exits (about 1 run in 8
+    of tests/lightning/test_lightning_app.py; py-spy showed the handler
+    nested in itself).  The framework is discontinued, so the work guards
+    the handler the runner installed for this call.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    if not callable(handler) or getattr(handler, "one_at_a_time", False):
+        return
+    handling = []
+
+    def once(signum, frame):
+        if handling:  # the first is still running, and it ends the process
+            return
+        handling.append(signum)
+        handler(signum, frame)
+
+    once.one_at_a_time = True
+    signal.signal(signal.SIGTERM, once)
+
+
 class MPIMatWork(LightningWork):
     """One machine of the job: ``procs_per_node`` ranks of ``python -m mpimat <job_args>``."""
 
@@ -61,6 +88,7 @@ class MPIMatWork(LightningWork):
         self.exit_code: Optional[int] = None  # this node's exit status, once known
 
     def run(self, main_address: str, main_port: int, num_nodes: int, node_rank: int) -> None:
+        one_sigterm_at_a_time()
         rc = run_node(self.job_args, node_rank=node_rank, num_nodes=num_nodes,
                       main_address=main_address, main_port=main_port,
                       procs_per_node=self.procs_per_node, join_timeout=self.join_timeout,
