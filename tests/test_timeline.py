@@ -5,16 +5,31 @@ import json
 from launch import one_error_line, run_mpimat
 
 
-def test_trace_and_timeline_from_a_real_run(tmp_path):
-    proc = run_mpimat(["--size", 600, "--report", "run.json", "--trace", "trace.json", "--quiet"], n=3,
-                      cwd=tmp_path)
+def read_run(proc, tmp_path, ranks):
+    """A finished run's report, trace and trace spans; the trace has one named track per rank."""
     assert proc.returncode == 0, proc.stderr
     rep = json.loads((tmp_path / "run.json").read_text())
     trace = json.loads((tmp_path / "trace.json").read_text())
     events = trace["traceEvents"]
     tracks = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
-    assert sorted(tracks) == [0, 1, 2] and all(name.startswith(f"rank {pid}") for pid, name in tracks.items())
-    spans = [e for e in events if e["ph"] == "X"]
+    assert sorted(tracks) == list(range(ranks))
+    assert all(name.startswith(f"rank {pid}") for pid, name in tracks.items())
+    return rep, trace, [e for e in events if e["ph"] == "X"]
+
+
+def redraw(tmp_path, trace):
+    """`mpimat report` draws the timeline PNG from the report and writes the same trace again."""
+    proc = run_mpimat(["report", "run.json", "--timeline", "t.png", "--trace", "again.json"], n=None, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    png = (tmp_path / "t.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+    assert json.loads((tmp_path / "again.json").read_text()) == trace
+
+
+def test_trace_and_timeline_from_a_real_run(tmp_path):
+    proc = run_mpimat(["--size", 600, "--report", "run.json", "--trace", "trace.json", "--quiet"], n=3,
+                      cwd=tmp_path)
+    rep, trace, spans = read_run(proc, tmp_path, ranks=3)
     for rank in range(3):
         mine = {e["name"] for e in spans if e["pid"] == rank}
         assert {"distribute", "compute", "gather", "panel"} <= mine, (rank, mine)
@@ -26,23 +41,13 @@ def test_trace_and_timeline_from_a_real_run(tmp_path):
     panel_bytes = sum(e["args"].get("bytes", 0) for e in spans if e["name"] == "panel")
     assert panel_bytes == 600 * 600 * 8
 
-    proc = run_mpimat(["report", "run.json", "--timeline", "t.png", "--trace", "again.json"], n=None, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    png = (tmp_path / "t.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
-    assert json.loads((tmp_path / "again.json").read_text()) == trace
+    redraw(tmp_path, trace)
 
 
 def test_trace_and_timeline_of_summa(tmp_path):
     proc = run_mpimat(["--strategy", "summa", "--shape", 300, 260, 280, "--report", "run.json", "--trace",
                        "trace.json", "--quiet"], n=3, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    rep = json.loads((tmp_path / "run.json").read_text())
-    trace = json.loads((tmp_path / "trace.json").read_text())
-    events = trace["traceEvents"]
-    tracks = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
-    assert sorted(tracks) == [0, 1, 2] and all(name.startswith(f"rank {pid}") for pid, name in tracks.items())
-    spans = [e for e in events if e["ph"] == "X"]
+    rep, trace, spans = read_run(proc, tmp_path, ranks=3)
     for rank, r in enumerate(rep["per_rank"]):
         mine = [e for e in spans if e["pid"] == rank]
         panels = [e for e in mine if e["name"] == "panel"]
@@ -63,11 +68,7 @@ def test_trace_and_timeline_of_summa(tmp_path):
     assert sum(next(e for e in spans if e["pid"] == rank and e["name"] == "panel")["args"]["bytes"]
                for rank in range(3)) == 300 * 280 * 8
 
-    proc = run_mpimat(["report", "run.json", "--timeline", "t.png", "--trace", "again.json"], n=None, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    png = (tmp_path / "t.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
-    assert json.loads((tmp_path / "again.json").read_text()) == trace
+    redraw(tmp_path, trace)
 
 
 def test_report_subcommand_errors_are_one_line(tmp_path):
