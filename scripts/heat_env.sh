@@ -32,19 +32,12 @@ side_venv heat "${1:-.}"
 HEAT_VERSION="1.8.0"
 TORCH_VERSION="2.13.0"
 
-STAMP="$VENV/.mpimat-heat-stamp"
 WANT="$(cat "$0" | cksum)"
 IMPORT_HEAT="import sys; sys.path.insert(0, '$ROOT/scripts'); import bench_heat; ht = bench_heat.import_heat()"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
-        && "$VENV/bin/python" -c "$IMPORT_HEAT; import mpimat, threadpoolctl" 2>/dev/null; then
+if up_to_date "$WANT" "$IMPORT_HEAT; import mpimat, threadpoolctl"; then
     echo "heat_env: up to date (this script unchanged); skipping pip"
     SKIP_PIP=1
 fi
-
-pip_install() {
-    echo "heat_env: pip install $*"
-    "$VENV/bin/python" -m pip install --quiet "$@"
-}
 
 if [ -z "${SKIP_PIP:-}" ]; then
     rm -f "$STAMP"

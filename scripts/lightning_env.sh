@@ -16,18 +16,11 @@ source "$(dirname "$0")/venv_lib.sh"
 side_venv lightning "${1:-.}"
 
 # Skip pip when nothing it depends on changed since the last good run.
-STAMP="$VENV/.mpimat-lightning-stamp"
 WANT="$(cat "$ROOT/pyproject.toml" "$0" | cksum)"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
-        && "$VENV/bin/python" -c "import lightning_app, mpimat.lightning, pytest" 2>/dev/null; then
+if up_to_date "$WANT" "import lightning_app, mpimat.lightning, pytest"; then
     echo "lightning_env: up to date (pyproject.toml and this script unchanged); skipping pip"
     SKIP_PIP=1
 fi
-
-pip_install() {
-    echo "lightning_env: pip install $*"
-    "$VENV/bin/python" -m pip install --quiet "$@"
-}
 
 # The pins go in the same pip call as mpimat so the resolver keeps them.
 if [ -z "${SKIP_PIP:-}" ]; then
