@@ -13,12 +13,18 @@
    reads, scatters, gathers, writes), wall time from mpiexec's start to C.npy
    on disk (issue 12: summa below tiles).
 Runs alternate, so load changes hit both; the median of the repeats is shown.
+mpimat's modules are byte-compiled first, as a regular pip install leaves
+them: an editable install under PYTHONDONTWRITEBYTECODE=1 (set on these
+sandboxes) would otherwise compile every module at every start, 0.2-0.3 s
+of each job that no user pays.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
+import platform
 import os
 import statistics
 import subprocess
@@ -45,6 +51,14 @@ def timed(cmd, cwd, env=None) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=8192)
@@ -53,7 +67,10 @@ def main() -> int:
     p.add_argument("--files", action="store_true")
     args = p.parse_args()
     n, R = args.size, args.ranks
-    print(f"bench_e2e: n={n} float64, {R} ranks, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"bench_e2e: n={n} float64, {R} ranks, {os.cpu_count()} cpus ({cpu_model()}), "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
+    import mpimat
+    compileall.compile_dir(Path(mpimat.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
         walls, multiplies, scripts = [], [], []
         for _ in range(args.repeats):
@@ -68,7 +85,8 @@ def main() -> int:
         print(f"  default job: wall {wall:.2f} s (runs {', '.join(f'{w:.2f}' for w in walls)}), multiply alone "
               f"{mult:.2f} s: {wall / mult:.2f}x (target <= 1.35x); plain numpy script {script:.2f} s: "
               f"job/script {wall / script:.2f} (target < 1)", flush=True)
-        print("    last run's phases: " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()), flush=True)
+        print("    last run's phases: " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+              + f"; outside them (start, MPI init, finalize) {walls[-1] - sum(phases.values()):.2f}", flush=True)
         if args.files:
             subprocess.run([PY, "-c", f"""
 import numpy as np
