@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 from mpi4py import MPI
 
-from . import auto, calibration, compute, control, kernels, memory, options as strategy_options
+from . import auto, compute, control, kernels, memory, options as strategy_options
 from .errors import InputError
 from .operands import as_matrices, as_numpy_result, check_operands, order_of, result_dtype
 from .partition import Grid, grid_for, parse_grid
@@ -72,12 +72,9 @@ def strategy_names():
 
 def choose_kernel(name, dtype_a, dtype_b) -> str:
     """The kernel that runs for `name` and these dtypes: numpy wherever the other would differ."""
-    if name not in kernels.KERNELS:
-        raise InputError(f"kernel= must be one of {', '.join(kernels.KERNELS)}, got {name!r}")
-    table = calibration.kernel_table() if name == "auto" else None
     try:
-        return kernels.get_kernel(name, table).for_dtypes(dtype_a, dtype_b).name
-    except kernels.KernelUnavailable as exc:
+        return kernels.resolve(name, dtype_a, dtype_b).name
+    except (kernels.KernelUnavailable, ValueError) as exc:  # a missing library, an unknown name
         raise InputError(str(exc)) from None
 
 
@@ -157,23 +154,8 @@ def make_job(cached: Session, root: int, agreed: dict) -> Job:
         grid=Grid(*agreed["grid"]), strategy=agreed["strategy"],
         blas_threads=compute.default_blas_threads(cached.ranks_on_node),
         options=strategy_options.build(agreed["strategy"], agreed["options"]),
-        kernel=load_kernel(cached.comm, agreed["kernel"]),
+        kernel=control.agree_kernel(cached.comm, agreed["kernel"], agreed["dtype_a"], agreed["dtype_b"]),
     )
-
-
-def load_kernel(comm: MPI.Comm, name: str) -> kernels.Kernel:
-    """The agreed kernel on this rank; InputError on every rank if some rank lacks it."""
-    if name == "numpy":
-        return kernels.NUMPY
-    try:
-        kernel, missing = kernels.get_kernel(name), 0
-    except kernels.KernelUnavailable as exc:
-        kernel, missing, why = None, 1, str(exc)
-    flag = np.array([missing], dtype=np.int64)
-    comm.Allreduce(MPI.IN_PLACE, [flag, MPI.INT64_T], op=MPI.MAX)
-    if flag[0]:
-        raise InputError(why if kernel is None else f"kernel {name!r} is missing on some rank: install it everywhere")
-    return kernel
 
 
 def check_memory(job: Job) -> None:

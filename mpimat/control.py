@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from mpi4py import MPI
 
+from . import kernels
 from .errors import InputError, raise_input_error
 
 
@@ -90,6 +91,29 @@ def refuse_if_any(comm: MPI.Comm, root: int, complaint: Optional[str], advice: s
         return {}
 
     agree(comm, root, decide if comm.rank == root else None)
+
+
+def agree_kernel(comm: MPI.Comm, name: str, dtype_a, dtype_b) -> kernels.Kernel:
+    """Collective: every rank's kernel for kernel=`name` and these dtypes, the same on all.
+
+    Each rank resolves the name itself (kernels.resolve; "auto" from its own
+    calibration), then one small allreduce tells all of them whether some
+    rank lacks the kernel (InputError on every rank) or they chose
+    differently (numpy everywhere: their calibration files differ).
+    """
+    if name == "numpy":  # every rank has it: nothing to agree on
+        return kernels.NUMPY
+    try:
+        kernel, why = kernels.resolve(name, dtype_a, dtype_b), ""
+    except kernels.KernelUnavailable as exc:
+        kernel, why = None, str(exc)
+    index = -1 if kernel is None else kernels.KERNELS.index(kernel.name)
+    # MAX of (missing, index, -index): any rank missing, and the largest and smallest choice.
+    flags = np.array([kernel is None, index, -index], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, [flags, MPI.INT64_T], op=MPI.MAX)
+    if flags[0]:
+        raise InputError(why or f"kernel {name!r} is missing on some rank: install it everywhere")
+    return kernel if flags[1] == -flags[2] else kernels.NUMPY
 
 
 SETTLE_BYTES = 1024  # one message: root check (16 bytes), length (8), a typical job (~400)

@@ -216,6 +216,19 @@ def get_kernel(name: str, table: Optional[Dict[str, str]] = None) -> Kernel:
     raise ValueError(f"kernel= must be one of {', '.join(KERNELS)}, got {name!r}")
 
 
+def resolve(name: str, dtype_a, dtype_b) -> Kernel:
+    """The kernel that runs for kernel=`name` and these dtypes: numpy's wherever the
+    named one would not give numpy's result; "auto" reads this machine's calibration.
+
+    KernelUnavailable and ValueError as get_kernel.
+    """
+    table = None
+    if name == "auto":
+        from .calibration import kernel_table  # the measurements, read only when auto asks
+        table = kernel_table()
+    return get_kernel(name, table).for_dtypes(dtype_a, dtype_b)
+
+
 def available() -> Dict[str, bool]:
     out = {}
     for name in ("numpy", "torch"):

@@ -32,7 +32,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from mpi4py import MPI
 
-from .. import calibration, compute, kernels, model
+from .. import compute, control, kernels, model
 from ..buffers import fresh
 from ..errors import InputError
 from ..operands import result_dtype
@@ -147,31 +147,6 @@ def _run(A, B, C, width, stats, blas_threads, row, col, kernel) -> List[Panel]:
     return plist
 
 
-def load_kernel(name, dtype_a, dtype_b, comm: MPI.Comm) -> kernels.Kernel:
-    """The local kernel for `kernel=name` and these dtypes, the same on every rank.
-
-    numpy's wherever the named one would not give numpy's result (for_dtypes);
-    InputError on every rank if the named kernel is missing on some rank.
-    """
-    if name not in kernels.KERNELS:
-        raise ValueError(f"kernel= must be one of {', '.join(kernels.KERNELS)}, got {name!r}")
-    if name == "numpy":
-        return kernels.NUMPY
-    why = ""
-    try:
-        kernel = kernels.get_kernel(name, calibration.kernel_table() if name == "auto" else None)
-        kernel = kernel.for_dtypes(dtype_a, dtype_b)
-    except kernels.KernelUnavailable as exc:
-        kernel, why = None, str(exc)
-    # Every rank learns whether any lacks it, and all run the same kernel.
-    names = comm.allgather(None if kernel is None else kernel.name)
-    if None in names:
-        raise InputError(why or f"kernel {name!r} is missing on some rank: install it everywhere")
-    if len(set(names)) > 1:
-        return kernels.NUMPY  # auto chose differently on some rank (calibration files differ)
-    return kernel
-
-
 def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
            stats: Optional[Stats] = None, blas_threads: Optional[int] = None,
            kernel: str = "numpy", machine: Optional[model.Machine] = None) -> DistMatrix:
@@ -215,7 +190,7 @@ def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
         raise TypeError(f"machine= must be a mpimat.model.Machine (e.g. mpimat.calibration.load()), "
                         f"got {type(machine).__name__}")
     comm = A.comm
-    local_kernel = load_kernel(kernel, A.dtype, B.dtype, comm)
+    local_kernel = control.agree_kernel(comm, kernel, A.dtype, B.dtype)
     if grid is not None:
         grid = as_grid(grid, comm.size)
     elif A.grid == B.grid:

@@ -17,7 +17,7 @@ from mpi4py import MPI
 
 from mpimat import InputError, dist
 from mpimat import generate
-from mpimat.dist import npyio, summa
+from mpimat.dist import npyio
 from mpimat.generate import random_pair
 from mpimat.partition import Grid, factor_pairs
 from mpimat.stats import Stats
@@ -279,7 +279,7 @@ def test_matmul_bad_arguments_raise_everywhere():
 @pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128", "int32", "float16"])
 def test_matmul_torch_kernel_matches_numpy(dtype):
     pytest.importorskip("torch")
-    from mpimat import kernels
+    from mpimat import control, kernels
 
     for shape in [(37, 23, 41), (5, 0, 4), (0, 4, 5), (1, 8, 1), (24, 10, 18)]:
         A, B = random_pair(*shape, dtype, seed=11)
@@ -289,10 +289,10 @@ def test_matmul_torch_kernel_matches_numpy(dtype):
             for g in GRIDS:
                 for panel in (None, 2):  # many panels: beta = 0 then 1 on every chunk
                     check_blocks(dist.matmul(X, Y, grid=g, panel=panel, kernel="torch"), R)
-    assert summa.load_kernel("torch", np.float64, np.float64, comm) is kernels.get_kernel("torch")
+    assert control.agree_kernel(comm, "torch", np.float64, np.float64) is kernels.get_kernel("torch")
     # Where torch would not give numpy's result, numpy runs.
-    assert summa.load_kernel("torch", np.int32, np.int32, comm) is kernels.NUMPY
-    assert summa.load_kernel("torch", np.float32, np.float64, comm) is kernels.NUMPY
+    assert control.agree_kernel(comm, "torch", np.int32, np.int32) is kernels.NUMPY
+    assert control.agree_kernel(comm, "torch", np.float32, np.float64) is kernels.NUMPY
 
 
 def test_matmul_torch_kernel_nan_inf_and_threads():

@@ -339,6 +339,31 @@ def test_numpy_kernel_by_default_and_bad_kernel_everywhere():
     assert len(set(comm.allgather(str(info.value)))) == 1
 
 
+def test_kernel_agreement_when_ranks_differ(monkeypatch):
+    """control.agree_kernel (api's and dist's one agreement): a rank without the
+    kernel fails every rank; ranks that resolved differently all run numpy."""
+    torch = pytest.importorskip("torch")  # noqa: F841 - the real torch kernel on the other ranks
+    from mpimat import control, kernels
+
+    real = kernels.resolve
+    last = comm.size - 1
+    if comm.rank == last:
+        def missing(name, dtype_a, dtype_b):
+            raise kernels.KernelUnavailable("no torch on this rank")
+        monkeypatch.setattr(kernels, "resolve", missing)
+    with pytest.raises(InputError) as info:
+        control.agree_kernel(comm, "torch", np.float64, np.float64)
+    assert str(info.value) == ("no torch on this rank" if comm.rank == last
+                               else "kernel 'torch' is missing on some rank: install it everywhere")
+    # "auto" read from differing calibration files (the last rank's says numpy): numpy everywhere.
+    monkeypatch.setattr(kernels, "resolve", (lambda *args: kernels.NUMPY) if comm.rank == last else
+                        (lambda name, a, b: real("torch", a, b)))
+    chosen = control.agree_kernel(comm, "auto", np.float64, np.float64)
+    assert chosen is kernels.NUMPY
+    monkeypatch.setattr(kernels, "resolve", real)
+    assert control.agree_kernel(comm, "torch", np.float64, np.float64) is kernels.get_kernel("torch")
+
+
 # A solver's small products: below alone_flops the root computes alone, with no messages.
 @pytest.mark.parametrize("dtype", ["float64", "int32", "complex64"])
 def test_small_products_are_computed_by_the_root_alone(dtype):
