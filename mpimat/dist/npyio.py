@@ -7,7 +7,14 @@ broadcasts it (control.agree: bad input raises the same InputError on every
 rank, nothing hangs).  Every rank then reads its block collectively
 (Read_all) through a subarray file view starting at the data offset, and
 byte-swaps or casts it to native order afterwards.  Blocks keep the file's
-memory order.
+memory order.  When every rank shares one node, the read is independent
+(ROMIO hint romio_cb_read=disable): collective buffering would funnel the
+whole file through one aggregator rank, which then sends each rank its
+pieces, while each rank reading its own block through the shared page cache
+is 2.5-4x faster for strided blocks (1 GiB file, cold cache: column blocks
+on 2 ranks 2.7-3.5 s -> 1.0-1.3 s, 2x2 blocks on 4 ranks 7.8-8.8 s ->
+1.9-2.8 s; row blocks about equal).  Across nodes ROMIO's default stays:
+there, independent strided reads can cost far more than the aggregation.
 
 Writing: the root writes the header (numpy pads it so the data starts at a
 multiple of 64 bytes) into a fresh temp file in the target directory
@@ -104,6 +111,18 @@ def _agree_ok(comm: MPI.Comm, error: Optional[str], root: int) -> None:
     agree(comm, root, decide if comm.rank == root else None)
 
 
+def _read_hints(comm: MPI.Comm) -> MPI.Info:
+    """Independent reads when every rank of `comm` shares one node (see the module's doc)."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    one_node = node.size == comm.size
+    node.Free()
+    if not one_node:
+        return MPI.INFO_NULL
+    info = MPI.Info.Create()
+    info.Set("romio_cb_read", "disable")
+    return info
+
+
 def load_npy(path: str, comm: MPI.Comm, root: int = 0, grid=None, dtype=None) -> DistMatrix:
     """Read a 2-D .npy file into blocks; each rank reads only its own block.
 
@@ -124,7 +143,12 @@ def load_npy(path: str, comm: MPI.Comm, root: int = 0, grid=None, dtype=None) ->
         error = None
         fh = None
         try:
-            fh = MPI.File.Open(work, path, MPI.MODE_RDONLY)
+            info = _read_hints(work)
+            try:
+                fh = MPI.File.Open(work, path, MPI.MODE_RDONLY, info)
+            finally:
+                if info != MPI.INFO_NULL:
+                    info.Free()
             unit, count = _view(fh, types, plan["offset"], layout, work.rank, order)
             fh.Read_all([raw(local), count, unit])
         except MPI.Exception as exc:

@@ -371,6 +371,21 @@ def test_save_then_load_round_trip(shared_dir, dtype, shape):
         assert not no_temp_files(shared_dir)
 
 
+def test_reads_on_one_node_are_independent():
+    # Every rank here shares one node: ROMIO's collective buffering is turned off
+    # for reads (the namespace-host tests in tests/cluster read across hosts with it on).
+    info = npyio._read_hints(comm)
+    try:
+        assert info != MPI.INFO_NULL and info.Get("romio_cb_read") == "disable"
+    finally:
+        info.Free()
+    alone = comm.Split(comm.rank)  # one rank is on one node too
+    info = npyio._read_hints(alone)
+    assert info.Get("romio_cb_read") == "disable"
+    info.Free()
+    alone.Free()
+
+
 def test_load_npy_casts_to_dtype(shared_dir):
     A, _ = random_pair(9, 8, 1, "int16", seed=13)
     path = os.path.join(shared_dir, "i.npy")
