@@ -229,6 +229,23 @@ def resolve(name: str, dtype_a, dtype_b) -> Kernel:
     return get_kernel(name, table).for_dtypes(dtype_a, dtype_b)
 
 
+def preload(name: str) -> None:
+    """Import now the library kernel=`name` may run here (torch's import takes seconds,
+    which a caller timing its phases wants inside one).  Nothing is decided: a missing
+    library or a bad name is for resolve and the agreement to report.
+    """
+    try:
+        if name == "auto":
+            from .calibration import kernel_table
+            names = set(kernel_table().values())
+        else:
+            names = {name}
+        for each in sorted(names - {"numpy"}):
+            get_kernel(each)
+    except (KernelUnavailable, ValueError):  # ValueError: a bad name or calibration file
+        pass
+
+
 def available() -> Dict[str, bool]:
     out = {}
     for name in ("numpy", "torch"):

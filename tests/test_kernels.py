@@ -1,5 +1,10 @@
 """Local kernels: numpy's values and dtype, whichever kernel runs; clean fallbacks."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -128,3 +133,22 @@ def test_missing_torch_is_a_clear_error(monkeypatch):
 
 def test_gflops_measures_something():
     assert kernels.gflops(kernels.get_kernel("numpy"), 64, repeat=1) > 0
+
+
+@pytest.mark.parametrize("name, table, imported", [
+    ("torch", None, True),
+    ("auto", {"float64": "torch"}, True),   # the calibration picks torch for some dtype
+    ("auto", {"float64": "numpy"}, False),
+    ("numpy", None, False),
+    ("cuda", None, False),                  # a bad name is the agreement's to report, not preload's
+])
+def test_preload_imports_only_the_library_that_may_run(tmp_path, name, table, imported):
+    pytest.importorskip("torch")
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"machine": {"latency": 1e-5, "bandwidth": 1e9, "gflops": 50.0},
+                               **({"kernels": table} if table else {})}))
+    code = f"import sys; from mpimat import kernels; kernels.preload({name!r}); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPIMAT_CALIBRATION": str(cal)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(imported)

@@ -202,7 +202,10 @@ def test_calibrate_picks_a_kernel_per_dtype_and_auto_follows_it(tmp_path, calibr
     res = run(["--size", "300", "--kernel", "auto", "--report", str(rep), "--quiet"], ranks=2,
               env={"MPIMAT_CALIBRATION": str(calibration)})
     assert res.returncode == 0, res.stderr
-    assert json.loads(rep.read_text())["kernel"] == doc["kernels"]["float64"]
+    report = json.loads(rep.read_text())
+    assert report["kernel"] == doc["kernels"]["float64"]
+    # Every rank's import of the kernel's library (kernels.preload) is timed in its load phase.
+    assert all("load" in r["phases"] for r in report["per_rank"])
     res = run(["--size", "300", "--dtype", "int32", "--kernel", "auto", "--report", str(rep), "--quiet"], ranks=2,
               env={"MPIMAT_CALIBRATION": str(calibration)})
     assert res.returncode == 0 and json.loads(rep.read_text())["kernel"] == "numpy"  # torch's ints are not numpy's

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from .. import api, auto, control, generate, memory, report, verify
+from .. import api, auto, control, generate, kernels, memory, report, verify
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
 from ..fileio import OutputError, load_npy, npy_bytes
 from ..operands import as_matrices, result_dtype
@@ -179,6 +179,8 @@ def run_root(args, comm: MPI.Comm) -> int:
 
     comm.Barrier()
     stats.origin = time.perf_counter()  # the timeline's zero, the same moment on every rank
+    with stats.phase("load"):
+        kernels.preload(args.kernel)  # torch's import (seconds) belongs in a phase, not before them
     control.agree(comm, root, decide if comm.rank == root else None, patient=True)
     # Only the dot strategy takes these flags (auto decides its own).  A job
     # runs the scheme asked for, however small: the library's shortcut for a

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 from mpi4py import MPI
 
-from .. import calibration, control, dist, memory, model, report
+from .. import calibration, control, dist, kernels, memory, model, report
 from ..dist import npyio
 from ..dist.layout import BlockLayout, as_grid, choose_summa_grid
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
@@ -111,6 +111,7 @@ def run(args, comm: MPI.Comm, writers: dict, shape: dict, grid: list, auto: Opti
     show = comm.rank == root and not args.quiet and (args.progress or sys.stderr.isatty())
     with Progress(stats, show):
         with stats.phase("load"):
+            kernels.preload(args.kernel)  # torch's import (seconds) belongs in a phase
             if args.a is not None:
                 A = dist.load_npy(args.a, comm, root, grid=grid, dtype=args.dtype)
                 B = dist.load_npy(args.b, comm, root, grid=grid, dtype=args.dtype)
