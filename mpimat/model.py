@@ -74,12 +74,12 @@ class Machine:
         memory once: it runs at w / (w + gemm_half_width) of `gflops`
         (half speed at w = gemm_half_width).  32 fits a 1-thread OpenBLAS
         dgemm into a 2048 x 4096 block on a noisy 2-core VM: ~20% lost at
-        w = 128, ~45% at w = 32 (the formula: 20%, 50%); calibrate does
-        not measure it, a calibration file may set it;
+        w = 128, ~45% at w = 32 (the formula: 20%, 50%); calibrate fits
+        it from rank-w updates of several widths;
     summa_step: the software cost of one SUMMA panel on each rank, on top
         of the messages' latency: posting and completing its broadcasts
         from Python, the BLAS calls' setup (~50 us measured on a loaded
-        2-core VM; 20 us by default).
+        2-core VM; 20 us by default; calibrate measures it on ranks 0 and 1).
     """
 
     latency: float = 2e-6

@@ -32,6 +32,23 @@ def test_calibrate_saves_positive_figures(calibration):
     for key in ("latency", "bandwidth", "gflops", "gflops_noblas", "dot_call", "dot_gflops"):
         assert mach[key] > 0, key
     assert mach["latency"] < 1e-2 and mach["bandwidth"] > 1e6 and mach["cores"] >= 1
+    # SUMMA's two figures are measured too (calibrate.gemm_half_width, summa_step), and plan uses them.
+    assert 0 <= mach["gemm_half_width"] <= 4096 and 0 <= mach["summa_step"] < 0.1
+    assert load_calibration(str(calibration)).summa_step == mach["summa_step"]
+
+
+def test_half_width_fit_and_step_recover_the_models_figures():
+    from mpimat.cli import calibrate
+
+    # Times as the model's rate G w / (w + h) gives them, G = 40 GFLOP/s, h = 24.
+    widths = (16, 32, 64, 128, 256, 1024)
+    seconds = [2 * 1024 * 1024 * w / (40e9 * w / (w + 24)) for w in widths]
+    assert calibrate.fit_half_width(1024, 1024, widths, seconds) == pytest.approx(24)
+    # The step recovered from a time the model predicts with summa_step = 35 us.
+    machine = {"latency": 3e-6, "bandwidth": 5e9, "gflops": 20.0, "cores": 2, "gemm_half_width": 24.0}
+    shape = (16, 4096, 16)
+    t = model.summa_time(*shape, Grid(2, 1), model.Machine(**machine, summa_step=35e-6), calibrate.SUMMA_WIDTH)
+    assert calibrate.summa_step(machine, shape, t.seconds) == pytest.approx(35e-6)
 
 
 def test_calibrate_with_one_rank_says_why_and_exits_2(tmp_path):

@@ -21,7 +21,14 @@
   dot_gflops: np.dot of length 65536; blas_setup: limiting BLAS to one
   thread (threadpoolctl), paid once per local product when ranks share a node;
 - dispatch_batch / dispatch_task: the dot strategy's dispatcher, timed on
-  ranks 0 and 1 with one and with 32 tasks per message.
+  ranks 0 and 1 with one and with 32 tasks per message;
+- gemm_half_width: SUMMA's rank-w update C += A_w B_w (dist.gemm, 1 BLAS
+  thread) timed for w from 16 to the block's size; the model's rate
+  G w / (w + h) is fitted (1/rate is linear in 1/w) and h saved;
+- summa_step: dist.matmul on ranks 0 and 1 for a tiny product in many
+  narrow panels; what the model does not charge for its flops and
+  broadcasts (with the figures above) is the software of the steps, per
+  panel.
 
 Across hosts: `mpiexec -hosts h1,h2 -n 4 -ppn 2 python -m mpimat calibrate`
 measures both links (see docs/cluster-validation.md).
@@ -43,10 +50,12 @@ from typing import Optional
 import numpy as np
 from mpi4py import MPI
 
-from .. import calibration, kernels
+from .. import calibration, dist, kernels, model
 from ..api import matmul
 from ..compute import blas_threads, cpu_count
 from ..control import agree, idle_barrier
+from ..dist.gemm import Accumulator
+from ..partition import Grid
 from ..errors import EXIT_OK, InputError
 from ..stats import Stats
 from .args import ArgumentParser
@@ -208,6 +217,68 @@ def compute_rates(quick: bool) -> dict:
             "dot_gflops": 2 * big / max(tb, 1e-9) / 1e9, "blas_setup": setup}
 
 
+def gemm_half_width(quick: bool) -> float:
+    """h in the model's rate G w / (w + h) of a rank-w update (model.Machine.gemm_half_width).
+
+    Each update streams the block of C through memory once, whatever w, so
+    seconds per flop are linear in 1/w: 1/rate = (1 + h / w) / G.  A least
+    squares line through the best times of several widths gives h = slope /
+    intercept.
+    """
+    n = 512 if quick else 1024
+    reps = 2 if quick else 4
+    rng = np.random.default_rng(1)
+    acc = Accumulator(rng.standard_normal((n, n)))
+    widths = (16, 32, 64, 128, 256, n)
+    seconds = []
+    with blas_threads(1):
+        for w in widths:
+            a, b = rng.standard_normal((n, w)), rng.standard_normal((w, n))
+            acc.add(a, b, first=False)
+            seconds.append(best_time(lambda: acc.add(a, b, first=False), reps))
+    return fit_half_width(n, n, widths, seconds)
+
+
+def fit_half_width(rows: int, cols: int, widths, seconds) -> float:
+    """h from the times of rank-w updates of a rows x cols block (see gemm_half_width)."""
+    per_flop = [t / (2.0 * rows * cols * w) for w, t in zip(widths, seconds)]
+    slope, intercept = np.polyfit([1.0 / w for w in widths], per_flop, 1)
+    if intercept <= 0:  # timings too noisy to fit: keep the model's default
+        return model.Machine.gemm_half_width
+    return float(min(max(slope / intercept, 0.0), 4096.0))
+
+
+SUMMA_WIDTH = 8  # narrow panels of a tiny product: the steps' software is nearly all there is
+
+
+def summa_panels(pair: MPI.Comm, quick: bool) -> tuple:
+    """((m, k, n), best seconds) of dist.matmul on the pair (grid 2x1) in panels of SUMMA_WIDTH."""
+    m, k, n = 16, (2048 if quick else 8192), 16
+    A = dist.random((m, k), "float64", 0, pair, "A", grid="2x1")
+    B = dist.random((k, n), "float64", 0, pair, "B", grid="2x1")
+    best = float("inf")
+    for _ in range(3 if quick else 5):
+        pair.Barrier()
+        start = time.perf_counter()
+        dist.matmul(A, B, panel=SUMMA_WIDTH, blas_threads=1)
+        pair.Barrier()
+        best = min(best, time.perf_counter() - start)
+    return (m, k, n), best
+
+
+def summa_step(machine: dict, shape: tuple, seconds: float) -> float:
+    """The software per SUMMA panel (model.Machine.summa_step): the measured time less what
+    the model, with the other measured figures, charges for the flops and broadcasts."""
+    known = {f: v for f, v in machine.items() if f in model.Machine.__dataclass_fields__}
+    mach = model.Machine(**{**known, "summa_step": 0.0})
+    t = model.summa_time(*shape, Grid(2, 1), mach, SUMMA_WIDTH)
+    # The model's time is max(products + steps, broadcasts) + fill + network.
+    rest = seconds - t.fill - t.network
+    if rest <= t.broadcasts:  # the broadcasts alone explain it
+        return 0.0
+    return max(0.0, (rest - t.products) / (t.count * t.slow))
+
+
 KERNEL_DTYPES = ("float32", "float64", "complex64", "complex128")
 KERNEL_MARGIN = 1.03  # torch must beat numpy by more than the noise of a short timing
 
@@ -273,9 +344,11 @@ def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
         # MPICH busy-polls in blocking calls, which would halve rank 0's
         # CPU on a machine with few cores.
         rates = compute_rates(quick) if pair.rank == 0 else None
+        half = gemm_half_width(quick) if pair.rank == 0 else None
         table = kernel_table(quick) if pair.rank == 0 else None
         idle_barrier(pair)
         disp = dispatch_costs(pair, quick)
+        shape, seconds = summa_panels(pair, quick)
         if pair.rank == 0:
             inter, intra = links.get("inter"), links.get("intra")
             latency, bandwidth = inter or intra
@@ -283,7 +356,9 @@ def measure(comm: MPI.Comm, quick: bool) -> Optional[dict]:
                    "cores": cpu_count(),
                    "latency_intra": intra[0] if intra and inter else None,
                    "bandwidth_intra": intra[1] if intra and inter else None,
-                   "ranks_per_node": block_ranks_per_node(nodes) if inter else None}
+                   "ranks_per_node": block_ranks_per_node(nodes) if inter else None,
+                   "gemm_half_width": half}
+            out["summa_step"] = summa_step(out, shape, seconds)
             out["_kernels"] = table
             out["_layout"] = {"nodes": len(set(nodes)), "ranks": len(nodes),
                               "ranks_per_node": [nodes.count(x) for x in sorted(set(nodes))],
@@ -346,7 +421,10 @@ def summary(machine: dict, path: Path, layout: Optional[dict] = None) -> str:
         f"  dispatch_task       {machine['dispatch_task'] * 1e6:10.2f} us per task (dot dispatcher)",
         f"  dispatch_element    {machine['dispatch_element'] * 1e9:10.2f} ns per element of k (dot dispatcher)",
         f"  cores               {machine['cores']:10d}",
-    ])
+    ] + ([f"  gemm_half_width     {machine['gemm_half_width']:10.1f} columns: a rank-w update runs at "
+          f"w / (w + this) of gflops",
+          f"  summa_step          {machine['summa_step'] * 1e6:10.2f} us per SUMMA panel (software)"]
+         if "summa_step" in machine else []))
 
 
 def run(args, comm: MPI.Comm) -> int:
