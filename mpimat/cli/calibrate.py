@@ -55,8 +55,8 @@ from ..api import matmul
 from ..compute import blas_threads, cpu_count
 from ..control import agree, idle_barrier
 from ..dist.gemm import Accumulator
-from ..partition import Grid
 from ..errors import EXIT_OK, InputError
+from ..partition import Grid
 from ..stats import Stats
 from .args import ArgumentParser
 
