@@ -222,11 +222,14 @@ def resolve(name: str, dtype_a, dtype_b) -> Kernel:
 
     KernelUnavailable and ValueError as get_kernel.
     """
-    table = None
-    if name == "auto":
-        from .calibration import kernel_table  # the measurements, read only when auto asks
-        table = kernel_table()
-    return get_kernel(name, table).for_dtypes(dtype_a, dtype_b)
+    return get_kernel(name, calibrated() if name == "auto" else None).for_dtypes(dtype_a, dtype_b)
+
+
+def calibrated() -> Dict[str, str]:
+    """auto's table: calibrate's faster kernel per dtype on this machine ({} if never measured)."""
+    from .calibration import kernel_table  # the file is read only when auto asks
+
+    return kernel_table()
 
 
 def preload(name: str) -> None:
@@ -235,11 +238,7 @@ def preload(name: str) -> None:
     library or a bad name is for resolve and the agreement to report.
     """
     try:
-        if name == "auto":
-            from .calibration import kernel_table
-            names = set(kernel_table().values())
-        else:
-            names = {name}
+        names = set(calibrated().values()) if name == "auto" else {name}
         for each in sorted(names - {"numpy"}):
             get_kernel(each)
     except (KernelUnavailable, ValueError):  # ValueError: a bad name or calibration file

@@ -11,9 +11,9 @@ memory order.  When every rank shares one node, the read is independent
 (ROMIO hint romio_cb_read=disable): collective buffering would funnel the
 whole file through one aggregator rank, which then sends each rank its
 pieces, while each rank reading its own block through the shared page cache
-is 2.5-4x faster for strided blocks (1 GiB file, cold cache: column blocks
-on 2 ranks 2.7-3.5 s -> 1.0-1.3 s, 2x2 blocks on 4 ranks 7.8-8.8 s ->
-1.9-2.8 s; row blocks about equal).  Across nodes ROMIO's default stays:
+is faster for every grid measured (scripts/bench_read.py, 1 GiB, cold
+cache: 1.79x for column blocks on 2 ranks, 2.05x for row blocks, 3.33x for
+2x2 blocks on 4 ranks, 1.30x for 4x1).  Across nodes ROMIO's default stays:
 there, independent strided reads can cost far more than the aggregation.
 
 Writing: the root writes the header (numpy pads it so the data starts at a
