@@ -342,7 +342,7 @@ def test_numpy_kernel_by_default_and_bad_kernel_everywhere():
 def test_kernel_agreement_when_ranks_differ(monkeypatch):
     """control.agree_kernel (api's and dist's one agreement): a rank without the
     kernel fails every rank; ranks that resolved differently all run numpy."""
-    torch = pytest.importorskip("torch")  # noqa: F841 - the real torch kernel on the other ranks
+    pytest.importorskip("torch")  # the real torch kernel on the other ranks
     from mpimat import control, kernels
 
     real = kernels.resolve
