@@ -46,6 +46,11 @@ def _find_routines():
             for name in (f"scipy_cblas_{t}gemm64_", f"cblas_{t}gemm64_"):
                 fn = getattr(lib, name, None)
                 if fn is not None:
+                    # Declared once, so a call converts plain ints and floats in C
+                    # (building ctypes objects in Python cost most of a small call).
+                    scalar = {"s": ctypes.c_float, "d": ctypes.c_double}.get(t, ctypes.c_void_p)
+                    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+                    fn.argtypes = [ctypes.c_int] * 3 + [i64] * 3 + [scalar, ptr, i64, ptr, i64, scalar, ptr, i64]
                     fn.restype = None
                     out[dtype] = fn
                     break
@@ -98,22 +103,13 @@ def _blas_call(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float) -> bool
     m, k = a.shape
     n = b.shape[1]
     ldc = max(1, n) if row_major else max(1, m)
-    i64 = ctypes.c_int64
-    if dtype.kind == "c":
-        alpha_v = np.array([1.0], dtype=dtype)
-        beta_v = np.array([beta], dtype=dtype)
-        alpha_arg, beta_arg = ctypes.c_void_p(alpha_v.ctypes.data), ctypes.c_void_p(beta_v.ctypes.data)
+    if dtype.kind == "c":  # complex alpha and beta go by address
+        scalars = np.array([1.0, beta], dtype=dtype)
+        alpha, beta = scalars.ctypes.data, scalars.ctypes.data + dtype.itemsize
     else:
-        scalar = ctypes.c_double if dtype == np.float64 else ctypes.c_float
-        alpha_arg, beta_arg = scalar(1.0), scalar(beta)
-    if row_major:
-        fn(ctypes.c_int(ROW_MAJOR), ctypes.c_int(oa[0]), ctypes.c_int(ob[0]), i64(m), i64(n), i64(k),
-           alpha_arg, ctypes.c_void_p(a.ctypes.data), i64(oa[1]), ctypes.c_void_p(b.ctypes.data), i64(ob[1]),
-           beta_arg, ctypes.c_void_p(c.ctypes.data), i64(ldc))
-    else:
-        fn(ctypes.c_int(COL_MAJOR), ctypes.c_int(oa[0]), ctypes.c_int(ob[0]), i64(m), i64(n), i64(k),
-           alpha_arg, ctypes.c_void_p(a.ctypes.data), i64(oa[1]), ctypes.c_void_p(b.ctypes.data), i64(ob[1]),
-           beta_arg, ctypes.c_void_p(c.ctypes.data), i64(ldc))
+        alpha = 1.0
+    fn(ROW_MAJOR if row_major else COL_MAJOR, oa[0], ob[0], m, n, k, alpha, a.ctypes.data, oa[1],
+       b.ctypes.data, ob[1], beta, c.ctypes.data, ldc)
     return True
 
 
