@@ -93,6 +93,15 @@ def refuse_if_any(comm: MPI.Comm, root: int, complaint: Optional[str], advice: s
     agree(comm, root, decide if comm.rank == root else None)
 
 
+def ranks_on_node(comm: MPI.Comm) -> int:
+    """Collective: how many ranks of `comm` share this rank's node."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.size
+    finally:
+        node.Free()
+
+
 def agree_kernel(comm: MPI.Comm, name: str, dtype_a, dtype_b) -> kernels.Kernel:
     """Collective: every rank's kernel for kernel=`name` and these dtypes, the same on all.
 

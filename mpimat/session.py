@@ -29,7 +29,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .buffers import Workspace
-from .control import SETTLE_BYTES
+from .control import SETTLE_BYTES, ranks_on_node
 from .movement import GridComm
 from .partition import Grid
 
@@ -43,9 +43,7 @@ class Session:
     def __init__(self, comm: MPI.Comm):
         # A private communicator keeps our messages apart from the caller's.
         self.comm = comm.Dup()
-        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
-        self.ranks_on_node = local.size
-        local.Free()
+        self.ranks_on_node = ranks_on_node(self.comm)
         self.scratch = np.zeros(SETTLE_BYTES, dtype=np.uint8)  # control.settle's buffer
         self.grids: Dict[Tuple[int, int, int], GridComm] = {}
         # Kept apart: every rank fills `jobs` alike, only the root `decisions`,

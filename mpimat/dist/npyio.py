@@ -41,7 +41,7 @@ import numpy as np
 from mpi4py import MPI
 from numpy.lib import format as npformat
 
-from ..control import agree, gather_json
+from ..control import agree, gather_json, ranks_on_node
 from ..errors import InputError
 from .. import fileio
 from ..fileio import one_line, read_header
@@ -113,10 +113,7 @@ def _agree_ok(comm: MPI.Comm, error: Optional[str], root: int) -> None:
 
 def _read_hints(comm: MPI.Comm) -> MPI.Info:
     """Independent reads when every rank of `comm` shares one node (see the module's doc)."""
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    one_node = node.size == comm.size
-    node.Free()
-    if not one_node:
+    if ranks_on_node(comm) != comm.size:
         return MPI.INFO_NULL
     info = MPI.Info.Create()
     info.Set("romio_cb_read", "disable")

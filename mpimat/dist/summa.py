@@ -208,9 +208,7 @@ def matmul(A: DistMatrix, B: DistMatrix, grid=None, panel: Optional[int] = None,
     with stats.phase("distribute"):  # only when an operand is on another grid
         A2, B2 = redistribute(A, grid, stats), redistribute(B, grid, stats)
     if blas_threads is None:
-        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        blas_threads = compute.default_blas_threads(local.size)
-        local.Free()
+        blas_threads = compute.default_blas_threads(control.ranks_on_node(comm))
     stats.record(blas_threads=blas_threads, kernel=local_kernel.name)
     layout = BlockLayout((m, n), grid)
     C = DistMatrix(fresh(layout.block_of(comm.rank).shape, dtype_c, small=False), layout, comm, "C")

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 from mpi4py import MPI
 
-from ..control import bcast_json
+from ..control import bcast_json, ranks_on_node
 from ..verify import (Verdict, careful_rounds, default_rounds, freivalds_judge, freivalds_pass, freivalds_tolerance,
                       freivalds_vectors, matvec, same_values, work_dtype)
 from .matrix import DistMatrix
@@ -238,9 +238,7 @@ def freivalds(A: DistMatrix, B: DistMatrix, C: DistMatrix, rounds: Optional[int]
     try:
         red = Reducer(comm, root)
         # freivalds_pass runs one thread per core unless ranks share the node.
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        threads = None if node.size == 1 else 1
-        node.Free()
+        threads = None if ranks_on_node(comm) == 1 else 1
         rng = np.random.default_rng(_agreed_seed(comm, root, seed))
         with np.errstate(over="ignore", invalid="ignore"):
             verdict = _freivalds(A, B, C, red, rng, rounds, threads)
