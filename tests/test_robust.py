@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from launch import MPIEXEC, one_error_line, run_mpimat
+from mpimat.shm import unlink_segments
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs mounts, device nodes)")
 
@@ -210,6 +211,8 @@ def test_launcher_death_commits_nothing(tmp_path):
         assert wait_for(lambda: job_ranks(proc, ranks), 30)
         proxies = children(proc.pid)
         time.sleep(2)  # inside the job: generating or computing
+        segments = job_segments(ranks)
+        assert segments
         for proxy in proxies:
             os.kill(proxy, signal.SIGKILL)  # the launcher's proxy dies; the ranks are orphaned
         proc.wait(timeout=60)
@@ -220,6 +223,8 @@ def test_launcher_death_commits_nothing(tmp_path):
         kill_tree(proc, ranks)
     assert (tmp_path / "C.npy").read_bytes() == b"existing"
     assert leftovers(tmp_path) == []
+    # An orphan's MPI_Finalize would end it before MPICH removes them.
+    assert {p for p in segments if os.path.exists(p)} == set()
 
 
 # -- signals -------------------------------------------------------------------------------------
@@ -292,7 +297,8 @@ def test_kill_9_while_writing_leaves_no_temp_file(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
     # 288 MiB of C: writing it takes long enough for the progress line to show it.
-    code, _, _ = signalled_run(tmp_path, "write", send, size=6144)
+    code, _, segments = signalled_run(tmp_path, "write", send, size=6144)
+    unlink_segments(segments)  # SIGKILL leaves them (mpimat/shm.py): the test removes its job's
     assert code != 0
     assert (tmp_path / "C.npy").read_bytes() == b"existing"
     assert leftovers(tmp_path) == []  # the output was an unnamed (O_TMPFILE) file

@@ -30,6 +30,7 @@ from ..shm import unlink_segments
 from . import calibrate, job, plan, timeline
 from .args import parse_or_help
 from .launcher import foreign_launcher_message
+from .outputs import LAUNCHER
 
 # name -> module with parser() and run(args, comm) -> exit code
 SUBCOMMANDS = {"plan": plan, "calibrate": calibrate, "report": timeline}
@@ -133,6 +134,10 @@ def console_main(argv: Optional[List[str]] = None) -> None:
     watch_signals()
     try:
         code = main(argv)
+        if os.getppid() != LAUNCHER:
+            # An orphan (its launcher died): MPI_Finalize cannot reach the
+            # launcher and ends the process before it removes the segments.
+            unlink_segments()
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - the safety net
