@@ -65,9 +65,9 @@ def worker(args) -> int:
     if "alone_flops" in TilesOptions.__dataclass_fields__:
         modes["distributed"] = {"alone_flops": 0}
     if root:
-        import platform
+        from machine import cpu_model  # scripts/machine.py, beside this script
 
-        print(f"bench_calls: {comm.size} ranks, {platform.processor() or platform.machine()}", flush=True)
+        print(f"bench_calls: {comm.size} ranks, {cpu_model()}", flush=True)
     for n in args.sizes:
         rng = np.random.default_rng(n)
         A, B = (rng.standard_normal((n, n)), rng.standard_normal((n, n))) if root else (None, None)

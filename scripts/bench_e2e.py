@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
-import platform
 import os
 import statistics
 import subprocess
@@ -32,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_model  # scripts/machine.py, beside this script
 
 PY = sys.executable
 MPIEXEC = str(Path(PY).with_name("mpiexec"))
@@ -49,14 +50,6 @@ def timed(cmd, cwd, env=None) -> float:
     subprocess.run(cmd, cwd=cwd, check=True, env=dict(os.environ, MPIEXEC_TIMEOUT="1800", **(env or {})),
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def main() -> int:

@@ -35,6 +35,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from machine import cpu_model  # scripts/machine.py, beside this script
+
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
@@ -46,17 +48,6 @@ def parse():
     p.add_argument("--panel", type=int, default=None, help="panel width (default: the library's)")
     p.add_argument("--worker", choices=["speed", "memory"], help=argparse.SUPPRESS)
     return p.parse_args()
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (lscpu failed)"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def launch(args) -> int:
