@@ -10,7 +10,7 @@ can set up its warning filters before mpi4py initialises MPI.
 
 __version__ = "0.1.0"
 
-__all__ = ["matmul", "InputError", "InputTypeError", "__version__"]
+__all__ = ["matmul", "InputError", "InputTypeError", "PanelCheckError", "__version__"]
 
 
 def __getattr__(name):
@@ -18,7 +18,7 @@ def __getattr__(name):
         from .api import matmul
 
         return matmul
-    if name in ("InputError", "InputTypeError"):
+    if name in ("InputError", "InputTypeError", "PanelCheckError"):
         from . import errors
 
         return getattr(errors, name)

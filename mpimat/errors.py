@@ -18,6 +18,14 @@ class InputTypeError(InputError, TypeError):
     """Bad input whose natural Python exception is TypeError (e.g. dtypes)."""
 
 
+class PanelCheckError(ArithmeticError):
+    """A result panel failed its check (tiles' check_panels): the product is wrong.
+
+    Raised on every rank with the same message, which names the rank that
+    computed the panel and where the panel lies in C (the CLI exits 3).
+    """
+
+
 def raise_input_error(message: str, kind: str) -> None:
     """Raise the InputError (or InputTypeError) that `kind` names."""
     raise (InputTypeError if kind == "TypeError" else InputError)(message, kind=kind)

@@ -31,11 +31,17 @@ class TilesOptions:
     alone_flops: a product of fewer flops (2 m k n) is computed by the root
         alone, with no messages: moving it would cost more than computing
         it; 0 distributes every product.
+    check_panels: every rank checks each result panel it computes
+        (Freivalds, verify.freivalds) right after the product, while the
+        panel's inputs are at hand: O((rows + cols) k) per panel, in
+        parallel on every rank; a wrong panel raises errors.PanelCheckError
+        on every rank, naming the rank and the panel.
     """
 
     panel_flops: int = PANEL_FLOPS
     tail_flops: int = TAIL_MIN_FLOPS
     alone_flops: int = field(default=ALONE_FLOPS, metadata={"least": 0})
+    check_panels: bool = False
 
 
 @dataclass(frozen=True)

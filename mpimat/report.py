@@ -18,8 +18,9 @@ Top-level keys of the JSON report (build()):
   recorded FIELDS, and events: [name, start, end, bytes] spans in seconds
   from the job's start (a barrier): the phases, and for tiles and summa each
   "panel" computed (bytes of C it wrote: tiles' panel of C, summa's step
-  updating the rank's block of C) and each "wait" for a panel's inputs
-  (summa: its broadcasts)); versions;
+  updating the rank's block of C), each "wait" for a panel's inputs
+  (summa: its broadcasts) and, with tiles' check_panels, each panel's
+  "check"); versions;
   out (the --out path, when written).
   Plus rank 0's recorded FIELDS at the top level (e.g. tasks for dot).
 """
@@ -40,6 +41,7 @@ FIELDS: Dict[str, str] = {
     "auto": "api (strategy=auto): the model's choice: strategy, grid, options, predicted_seconds, "
             "predicted_phases, machine (the calibration's source)",
     "panels": "tiles: result panels this rank computed of its own tile; summa: panels of k",
+    "panels_checked": "tiles (check_panels): result panels this rank computed and checked (Freivalds)",
     "panel_width": "summa: the widest panel (columns of A, rows of B)",
     "wait_seconds": "summa: time this rank waited for a panel's broadcasts",
     "panels_taken_over": "tiles (root): tail pieces of late ranks' tiles the root computed",
@@ -109,6 +111,9 @@ def human(rep: dict) -> str:
     if rep.get("tasks") is not None:  # --strategy dot
         lines.append(f"  tasks      {rep['tasks']:,} in {rep['messages']:,} messages, "
                      f"{rep['dot_products_per_second']:,.0f} dot products/s")
+    checked = sum(r.get("panels_checked", 0) for r in rep["per_rank"])
+    if checked:  # --check-panels
+        lines.append(f"  panels     {checked} result panels checked by the ranks that computed them")
     v = rep["verification"]
     verdict = "skipped" if v["method"] == "none" else ("PASSED" if v["passed"] else "FAILED")
     lines.append(f"  verify     {v['method']}: {verdict} ({v['detail']})")

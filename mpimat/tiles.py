@@ -15,8 +15,10 @@ from typing import Optional
 
 import numpy as np
 
+from . import control, verify
 from .compute import local_product
 from .buffers import fresh
+from .errors import PanelCheckError
 from .movement import RankExchange, RootExchange
 from .panels import PanelPlan
 from .partition import Layout
@@ -34,15 +36,72 @@ def memory_need(job) -> int:
     return (rows * job.dtype_a.itemsize + cols * job.dtype_b.itemsize) * job.k + rows * cols * job.dtype_c.itemsize
 
 
+class PanelChecks:
+    """check_panels: Freivalds' check of every result panel this rank computes.
+
+    Each panel is checked right after its product, while its rows of A and
+    columns of B are still at hand (the next panels' results reuse spent
+    inputs), on the rank that computed it (verify.PanelFreivalds): a wrong
+    answer is pinned to the rank and the panel, and the ranks check in
+    parallel.  The root's check of the gathered C (the CLI's --verify) is a
+    separate matter.
+    """
+
+    FIRST = 3  # failures a rank describes (the count says how many more)
+
+    def __init__(self, job, stats: Stats, axis: str = "rows"):
+        self.job, self.stats = job, stats
+        self.checked, self.seconds, self.failures = 0, 0.0, []
+        # The block that stays while the other streams is the one panels share
+        # (panels.PanelPlan.axis); threads as the rank's BLAS (None: every core).
+        self.freivalds = verify.PanelFreivalds(job.m, job.n, job.dtype_c, shared="b" if axis == "rows" else "a",
+                                               threads=job.blas_threads)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, r0: int, c0: int) -> None:
+        started = time.perf_counter()
+        verdict = self.freivalds.check(a, b, c, r0, c0)
+        ended = time.perf_counter()
+        self.stats.event("check", started, ended)
+        self.seconds += ended - started
+        self.checked += 1
+        if not verdict.passed:
+            self.failures.append(f"rank {self.job.comm.rank}'s panel C[{r0}:{r0 + c.shape[0]}, "
+                                 f"{c0}:{c0 + c.shape[1]}]: {verdict.detail}")
+
+    def settle(self) -> None:
+        """Collective: raise PanelCheckError on every rank if any rank's panel failed."""
+        self.stats.reassign(self.seconds, "compute", "verify")
+        self.stats.record(panels_checked=self.checked)
+        comm, root = self.job.comm, self.job.root
+        found = control.gather_json(comm, [len(self.failures), self.failures[:self.FIRST]], root)
+        message = None
+        if comm.rank == root:
+            count = sum(n for n, _ in found)
+            if count:
+                lines = [line for _, first in found for line in first]
+                more = f" (and {count - len(lines)} more)" if count > len(lines) else ""
+                message = f"{count} result panel(s) failed their check: {'; '.join(lines)}{more}"
+        message = control.bcast_json(comm, message, root)
+        if message:
+            raise PanelCheckError(message)
+
+
 def alone(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
     """A product below options.alone_flops: the root computes it, the other ranks return at once
-    (every rank decides so from the agreed job, with no message)."""
+    (every rank decides so from the agreed job, with no message; with check_panels, once the
+    root's check is done)."""
     stats.record(grid="1x1", alone=True)
-    if job.comm.rank != job.root:
-        return None
-    with stats.phase("compute"), job.kernel.threads(job.blas_threads):
-        C = np.empty((job.m, job.n), dtype=job.dtype_c)
-        return local_product(A, B, out=C, kernel=job.kernel)
+    check = PanelChecks(job, stats) if job.options.check_panels else None
+    C = None
+    if job.comm.rank == job.root:
+        with stats.phase("compute"), job.kernel.threads(job.blas_threads):
+            C = np.empty((job.m, job.n), dtype=job.dtype_c)
+            local_product(A, B, out=C, kernel=job.kernel)
+            if check:
+                check(A, B, C, 0, 0)
+    if check:  # the verdict reaches every rank: then they wait for it
+        check.settle()
+    return C
 
 
 def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
@@ -71,6 +130,7 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
             ex = RankExchange(gc, plan, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats,
                               job.session.workspace)
     kernel = job.kernel  # kernels.py: numpy's matmul, or torch's for the dtypes it does as numpy
+    check = PanelChecks(job, stats, plan.axis) if opts.check_panels else None
     with stats.phase("compute"), kernel.threads(job.blas_threads):
         if gc.is_root:
             # Its own panels, then the ends of late ranks' tiles
@@ -80,6 +140,8 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
                 local_product(A[r0:r1, :], B[:, c0:c1], out=C[r0:r1, c0:c1], kernel=kernel)
                 stats.event("panel", started, time.perf_counter(), (r1 - r0) * (c1 - c0) * C.itemsize)
                 ex.progress()
+                if check:
+                    check(A[r0:r1, :], B[:, c0:c1], C[r0:r1, c0:c1], r0, c0)
             # Waiting for the late ranks' answers is gathering, not compute.
             if ex.asker is not None:
                 stats.reassign(ex.asker.idle, "compute", "gather")
@@ -99,9 +161,14 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
                 stats.event("panel", ready, time.perf_counter(), result.nbytes)
                 ex.send_panel(result)
                 ex.progress()
+                if check:  # while the panel travels: MPI only reads a send buffer
+                    r0, _, c0, _ = ex.panels[i]
+                    check(a, b, result, r0, c0)
             # Waiting for a panel's inputs is distribution, not compute.
             stats.reassign(waited, "compute", "distribute")
             stats.record(panels=done)
     with stats.phase("gather"):
         ex.finish()
+    if check:
+        check.settle()
     return C

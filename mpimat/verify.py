@@ -33,7 +33,8 @@ column blocks, so partial results add up in a reduction), and the rank
 holding the reduced rows calls `freivalds_judge`.  None from the judge
 means non-finite values were seen and the careful check (`freivalds` on the
 whole matrices) must decide.  Verdicts of several row blocks combine with
-`combine_verdicts`.
+`combine_verdicts`.  `PanelFreivalds` checks the panels of a product on the
+rank that computes them, each while its inputs are at hand.
 
 exact: recompute A @ B with numpy on the root and compare (small problems).
 """
@@ -129,8 +130,9 @@ def freivalds_pass(M: np.ndarray, X: np.ndarray, weights: Optional[np.ndarray] =
     if M.size == 0:
         return MX, Mw
     threads = cpu_count() if threads is None else max(1, int(threads))
-    # Panels along the contiguous axis: rows of a C array, columns of an F one.
-    by_cols = M.flags.f_contiguous and not M.flags.c_contiguous
+    # Panels along the axis whose elements lie closer: rows of a C array, columns of
+    # an F one, and likewise for views (a transposed panel of a C array).
+    by_cols = M.strides[0] < M.strides[1] and not M.flags.c_contiguous
     count, length = (cols, rows) if by_cols else (rows, cols)
     step = max(1, PASS_BYTES // max(1, length * max(X.itemsize, M.itemsize)))
     starts = list(range(0, count, step))
@@ -353,6 +355,57 @@ def freivalds(A: np.ndarray, B: np.ndarray, C: np.ndarray, rounds: Optional[int]
     if verdict is None:  # NaN or inf somewhere: the careful path decides
         return float_freivalds(A, B, C, rng, rounds)
     return verdict
+
+
+class PanelFreivalds:
+    """Freivalds' check of panels of one product C = A @ B, each as soon as it is computed.
+
+    check(a, b, c, row0, col0) judges the panel c = C[rows, cols] from
+    a = A[rows, :] and b = B[:, cols] alone (its inputs may be gone by the
+    next panel), with the same bound and verdicts as `freivalds`.  Panels
+    that share an operand block share its pass, so each block is read about
+    once however many panels use it:
+    - shared="b" (panels repeat B's column ranges): C_J X_J against
+      A (B_J X_J), B_J X_J kept per column range;
+    - shared="a" (panels repeat A's row ranges): the same check of C^T =
+      B^T A^T, i.e. X_I^T C_I against (X_I^T A_I) B, kept per row range.
+    X is drawn once for all of C's columns (or rows), so a range's pass is
+    the same for every panel that uses it.  NaN/inf, bool and k = 0 go to
+    `freivalds` on the panel itself (its careful path or spot check).
+    """
+
+    def __init__(self, m: int, n: int, dtype, shared: str = "b", rounds: Optional[int] = None,
+                 seed=None, threads: Optional[int] = None):
+        if shared not in ("a", "b"):
+            raise ValueError(f"shared= must be 'a' or 'b', got {shared!r}")
+        self.dtype, self.shared, self.threads = np.dtype(dtype), shared, threads
+        self.rng = np.random.default_rng(seed)
+        self.rounds = rounds or default_rounds(self.dtype)
+        length = n if shared == "b" else m
+        self.X = None if self.dtype.kind == "b" else freivalds_vectors(length, self.rounds, self.dtype, self.rng)
+        self.passes: Dict[tuple, tuple] = {}  # (start, length) of a shared range -> its pass
+
+    def check(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, row0: int, col0: int) -> Verdict:
+        k = a.shape[1]
+        if c.size == 0 or k == 0 or self.X is None:
+            return freivalds(a, b, c, self.rounds, self.rng, self.threads)
+        if self.shared == "b":
+            start, left, right, panel = col0, a, b, c
+        else:
+            start, left, right, panel = row0, b.T, a.T, c.T
+        length = panel.shape[1]
+        X = self.X[start:start + length]
+        ones = None if self.dtype.kind in "iu" else np.ones(length)
+        key = (start, length)
+        if key not in self.passes:
+            self.passes[key] = freivalds_pass(right, X, ones, self.threads)
+        RX, weights = self.passes[key]
+        PX, pbound = freivalds_pass(panel, X, ones, self.threads)
+        LRX, bound = freivalds_pass(left, RX, weights, self.threads)
+        verdict = freivalds_judge(PX, LRX, bound, pbound, k, length, self.dtype)
+        if verdict is None:  # NaN or inf somewhere: the careful path decides
+            return freivalds(a, b, c, self.rounds, self.rng, self.threads)
+        return verdict
 
 
 def bool_check(A, B, C, rng, samples: int = 64) -> Verdict:

@@ -3,10 +3,12 @@
     mpiexec -n N python tests/fault_job.py FAULT [mpimat args...]
 
 FAULT is "corrupt" (the strategy returns C with one entry changed, so the
-verification must fail) or "crash:R" (rank R raises as the multiply
+verification must fail), "crash:R" (rank R raises as the multiply
 starts, while the others wait in its collectives: the job must abort, not
-hang).  Faults are injected through the public strategy registry
-(api.register), so the CLI under test is the real one, unmodified.
+hang) or "panel:R" (rank R computes every tiles panel with one entry off,
+for --check-panels).  Faults are injected through the public strategy
+registry (api.register) or, for panels, by wrapping the tiles strategy's
+local product on rank R, so the CLI under test is the real one, unmodified.
 """
 
 import sys
@@ -28,7 +30,22 @@ def faulty(run, fault):
     return strategy
 
 
+def wrong_panels():
+    from mpimat import tiles
+
+    real = tiles.local_product
+
+    def product(a, b, out=None, kernel=None):
+        C = real(a, b, out=out, kernel=kernel)
+        C.flat[0] += 1
+        return C
+
+    tiles.local_product = product
+
+
 fault, argv = sys.argv[1], sys.argv[2:]
+if fault == f"panel:{MPI.COMM_WORLD.rank}":
+    wrong_panels()
 for name, run in list(api.STRATEGIES.items()):
     api.register(name, faulty(run, fault))
 console_main(argv)

@@ -179,6 +179,30 @@ def test_verification_failure_exit_3_and_no_output(tmp_path):
     assert not (tmp_path / "new.npy").exists()
 
 
+def test_check_panels_passes_and_names_the_rank_of_a_wrong_panel(tmp_path):
+    proc = run_mpimat(["--size", 300, "--check-panels", "--report", "r.json"], n=3, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    checked = [r["panels_checked"] for r in rep["per_rank"]]
+    assert all(count >= 1 for count in checked)
+    assert f"panels     {sum(checked)} result panels checked" in proc.stdout
+    assert rep["verification"]["passed"] and rep["exit_code"] == 0
+    (tmp_path / "C.npy").write_bytes(b"existing result")
+    proc = run_mpimat(["panel:2", "--size", 300, "--check-panels", "--out", "C.npy", "--report", "r.json"], n=3,
+                      cwd=tmp_path, script=FAULT_JOB)
+    assert proc.returncode == 3, proc.stderr
+    line = one_error_line(proc)
+    assert line.startswith("mpimat: error: verification failed: ") and "rank 2's panel C[" in line, line
+    assert (tmp_path / "C.npy").read_bytes() == b"existing result"
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["verification"]["method"] == "panels" and not rep["verification"]["passed"]
+    assert rep["exit_code"] == 3
+    for strategy in ("dot", "summa", "auto"):
+        proc = run_mpimat(["--size", 16, "--check-panels", "--strategy", strategy], n=2, cwd=tmp_path)
+        assert proc.returncode == 2
+        assert "--check-panels checks the tiles strategy's panels" in one_error_line(proc)
+
+
 def test_crash_on_one_rank_aborts_the_job_instead_of_hanging(tmp_path):
     started = time.monotonic()
     proc = run_mpimat(["crash:1", "--size", 256, "--out", "C.npy"], n=3, cwd=tmp_path, timeout=60,

@@ -83,3 +83,13 @@ def test_report_subcommand_errors_are_one_line(tmp_path):
 def test_trace_may_not_be_the_report(tmp_path):
     proc = run_mpimat(["--size", 8, "--report", "r.json", "--trace", "r.json"], n=2, cwd=tmp_path)
     assert proc.returncode == 2 and "the same file" in one_error_line(proc)
+
+
+def test_trace_and_timeline_with_checked_panels(tmp_path):
+    proc = run_mpimat(["--size", 600, "--check-panels", "--report", "run.json", "--trace", "trace.json", "--quiet"],
+                      n=2, cwd=tmp_path)
+    rep, trace, spans = read_run(proc, tmp_path, ranks=2)
+    for rank, r in enumerate(rep["per_rank"]):
+        checks = [e for e in spans if e["pid"] == rank and e["name"] == "check"]
+        assert len(checks) == r["panels_checked"] >= 1, rank
+    redraw(tmp_path, trace)

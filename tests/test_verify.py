@@ -254,3 +254,94 @@ def test_threaded_pass_on_a_matrix_above_the_threshold(dtype):
     assert not verify.freivalds(A, B, C, seed=0, threads=2).passed
     assert not verify.freivalds(np.asfortranarray(A), np.asfortranarray(B), np.asfortranarray(C),
                                 seed=0, threads=2).passed
+
+
+# -- PanelFreivalds: panels checked where they are computed (tiles' check_panels) ----------------
+
+def tile_panels(m, n, shared):
+    """Panels cut as tiles cuts them: the streamed operand in parts, the last part cut across."""
+    if shared == "b":  # A streams in row parts; the last one's columns in pieces
+        rows = [(0, m // 3), (m // 3, 2 * m // 3)]
+        return [(r0, r1, 0, n) for r0, r1 in rows] + [(2 * m // 3, m, c0, c1) for c0, c1 in
+                                                      [(0, n // 2), (n // 2, 3 * n // 4), (3 * n // 4, n)]]
+    cols = [(0, n // 3), (n // 3, 2 * n // 3)]
+    return [(0, m, c0, c1) for c0, c1 in cols] + [(r0, r1, 2 * n // 3, n) for r0, r1 in
+                                                  [(0, m // 2), (m // 2, 3 * m // 4), (3 * m // 4, m)]]
+
+
+def check_panels(A, B, C, shared, seed=0, views=False):
+    """Each panel's verdict, from the panel's own rows of A and columns of B (copies: the
+    rest is gone by then on a rank), or from views into A, B and C (the root's panels)."""
+    checker = verify.PanelFreivalds(C.shape[0], C.shape[1], C.dtype, shared=shared, seed=seed)
+    out = []
+    for r0, r1, c0, c1 in tile_panels(*C.shape, shared):
+        a, b, c = A[r0:r1, :], B[:, c0:c1], C[r0:r1, c0:c1]
+        if not views:
+            a, b, c = a.copy(), b.copy(), c.copy()
+        out.append(checker.check(a, b, c, r0, c0))
+    return out, checker
+
+
+@pytest.mark.parametrize("shared", ["a", "b"])
+@pytest.mark.parametrize("dtype", FLOATS + INTS + ["bool"])
+def test_panels_of_a_correct_product_pass(dtype, shared):
+    A, B = random_pair(61, 47, 53, dtype, seed=12)
+    verdicts, checker = check_panels(A, B, A @ B, shared)
+    assert all(v.passed for v in verdicts), [v.detail for v in verdicts]
+    if dtype != "bool":
+        # One pass per distinct shared range: the two regular panels share one, the tail's
+        # three pieces have one each.
+        assert len(checker.passes) == 4
+
+
+@pytest.mark.parametrize("shared", ["a", "b"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "complex128", "int8", "uint64", "bool"])
+def test_the_wrong_panel_and_only_it_fails(dtype, shared):
+    A, B = random_pair(61, 47, 53, dtype, seed=13)
+    C = A @ B
+    panels = tile_panels(*C.shape, shared)
+    r0, _, c0, _ = panels[3]  # a piece of the tail
+    if C.dtype == np.bool_:
+        C[r0 + 1, c0 + 2] = ~C[r0 + 1, c0 + 2]
+    else:
+        C[r0 + 1, c0 + 2] += 1000 if C.dtype == np.float16 else 5
+    verdicts, _ = check_panels(A, B, C, shared, seed=1)
+    assert [v.passed for v in verdicts] == [True, True, True, False, True]
+
+
+@pytest.mark.parametrize("shared", ["a", "b"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_panels_as_views_of_the_roots_arrays(shared, order):
+    A, B = random_pair(70, 45, 66, "float64", seed=14)
+    A, B = np.asarray(A, order=order), np.asarray(B, order=order)
+    C = np.asarray(A @ B, order=order)
+    verdicts, _ = check_panels(A, B, C, shared, views=True)
+    assert all(v.passed for v in verdicts)
+    C[69, 65] *= 1 + 1e-9
+    verdicts, _ = check_panels(A, B, C, shared, views=True)
+    assert not verdicts[-1].passed and all(v.passed for v in verdicts[:-1])
+
+
+@pytest.mark.parametrize("shared", ["a", "b"])
+def test_panels_with_nan_and_inf_take_the_careful_path(shared):
+    A, B = random_pair(40, 30, 36, "float64", seed=15)
+    A[35, 4], B[2, 30] = np.nan, np.inf
+    with np.errstate(invalid="ignore"):
+        C = A @ B
+    verdicts, _ = check_panels(A, B, C, shared)
+    assert all(v.passed for v in verdicts), [v.detail for v in verdicts]
+    C[35, 0] = 1.0  # numpy has NaN there
+    verdicts, _ = check_panels(A, B, C, shared)
+    assert [v.passed for v in verdicts].count(False) == 1
+
+
+def test_panels_of_empty_and_k_zero_products():
+    for m, k, n in [(0, 5, 7), (6, 0, 7)]:
+        A, B = np.ones((m, k)), np.ones((k, n))
+        checker = verify.PanelFreivalds(m, n, np.float64)
+        assert checker.check(A, B, A @ B, 0, 0).passed
+    C = np.zeros((6, 7))
+    C[1, 1] = 1
+    assert not verify.PanelFreivalds(6, 7, np.float64).check(np.ones((6, 0)), np.ones((0, 7)), C, 0, 0).passed
+    with pytest.raises(ValueError, match="shared="):
+        verify.PanelFreivalds(6, 7, np.float64, shared="c")

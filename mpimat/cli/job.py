@@ -16,7 +16,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import api, auto, control, generate, kernels, memory, report, verify
-from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError, PanelCheckError
 from ..fileio import OutputError, load_npy, npy_bytes
 from ..operands import as_matrices, result_dtype
 from ..partition import parse_grid
@@ -56,6 +56,9 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--kernel", choices=("numpy", "torch", "auto"), default="numpy",
                      help="local products: numpy (default), torch (CPU, zero copy; numpy for the dtypes torch does "
                           "not do exactly as numpy) or auto (the faster per dtype, as calibrate measured)")
+    run.add_argument("--check-panels", action="store_true",
+                     help="tiles strategy: every rank checks each result panel it computes (Freivalds) before "
+                          "rank 0 gathers C, so a wrong answer names the rank; --verify still checks C")
     run.add_argument("--tasks-per-message", type=positive, default=1, metavar="K",
                      help="dot strategy: tasks batched per message (default 1)")
     run.add_argument("--keep-blocks", action="store_true",
@@ -85,6 +88,8 @@ def check_args(args):
         raise InputError("--shape and --size are exclusive")
     if args.strategy not in STRATEGIES:
         raise InputError(f"unknown --strategy {args.strategy!r} (choose from {', '.join(STRATEGIES)})")
+    if args.check_panels and args.strategy != "tiles":
+        raise InputError("--check-panels checks the tiles strategy's panels: use it with --strategy tiles")
     if args.grid is not None:
         try:
             args.grid = parse_grid(args.grid)
@@ -186,17 +191,22 @@ def run_root(args, comm: MPI.Comm) -> int:
     # runs the scheme asked for, however small: the library's shortcut for a
     # solver's small calls (alone_flops) would make a demonstration send nothing.
     options = {"tasks_per_message": args.tasks_per_message, "keep_blocks": args.keep_blocks} \
-        if args.strategy == "dot" else {"alone_flops": 0} if args.strategy == "tiles" else {}
+        if args.strategy == "dot" else {"alone_flops": 0, "check_panels": args.check_panels} \
+        if args.strategy == "tiles" else {}
     show = comm.rank == root and not args.quiet and (args.progress or sys.stderr.isatty())
     failure = None  # the one line of a late failure (exit 1)
     with Progress(stats, show):
-        C = api.matmul(A, B, comm=comm, root=root, grid=args.grid, strategy=args.strategy,
-                       blas_threads=args.blas_threads, kernel=args.kernel, stats=stats, **options)
         code = EXIT_OK
+        try:
+            C = api.matmul(A, B, comm=comm, root=root, grid=args.grid, strategy=args.strategy,
+                           blas_threads=args.blas_threads, kernel=args.kernel, stats=stats, **options)
+        except PanelCheckError as exc:  # raised on every rank: a rank computed a wrong panel
+            C, code, verdict = None, EXIT_VERIFY, verify.Verdict("panels", False, str(exc))
         if comm.rank == root:
             # numpy's shape for vectors; checked and reported as matrices.
-            C = np.asarray(C)
             A, B = as_matrices(A, B)
+        if comm.rank == root and C is not None:
+            C = np.asarray(C)
             C2 = C.reshape(A.shape[0], B.shape[1])
             with stats.phase("verify"):
                 verdict = verify.verify(args.verify, A, B, C2)
@@ -213,13 +223,14 @@ def run_root(args, comm: MPI.Comm) -> int:
     # mpiexec has already given up on: then nothing is committed.
     per_rank, code, failure = gather_ranks(comm, stats, root, code, failure)
     if comm.rank == root:
+        dtype_c = result_dtype(A.dtype, B.dtype)
         rep = report.build(
             shape=[A.shape[0], A.shape[1], B.shape[1]], dtype_a=str(A.dtype), dtype_b=str(B.dtype),
-            dtype_c=str(C.dtype), inputs="files" if args.a else "random",
+            dtype_c=str(dtype_c), inputs="files" if args.a else "random",
             seed=None if args.a else args.seed, ranks=comm.size, strategy=args.strategy,
             phases=stats.phases, recorded=stats.extra, per_rank=per_rank,
             verification=verdict.as_dict(), exit_code=code,
-            sizes={"A": int(A.nbytes), "B": int(B.nbytes), "C": int(C.nbytes)},
+            sizes={"A": int(A.nbytes), "B": int(B.nbytes), "C": A.shape[0] * B.shape[1] * dtype_c.itemsize},
             versions=versions(), out=args.out if code == EXIT_OK and "out" in writers else None)
         code, failure = commit(writers, rep, code, failure)
         announce(rep, code, failure, verdict, args.quiet)

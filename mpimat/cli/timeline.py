@@ -1,8 +1,9 @@
 """`python -m mpimat report RUN.json --timeline OUT.png [--trace OUT.json]`: a picture of a run.
 
 Reads a JSON report written by `--report` and draws one row per rank: the
-phases as coloured spans, and inside compute each panel (dark) and each
-wait for a panel's inputs (grey); white is idle time.  `--trace` writes the
+phases as coloured spans, and inside compute each panel (dark), each
+wait for a panel's inputs (grey) and, with --check-panels, each panel's
+check (orange); white is idle time.  `--trace` writes the
 same events as a Chrome trace (Perfetto, chrome://tracing).  Runs on rank
 0; needs matplotlib for the picture (`pip install 'mpimat[plot]'`).
 """
@@ -66,6 +67,8 @@ def draw(rep: dict, writer: AtomicWriter) -> None:
                         linewidth=0.4)
             elif name == "wait":
                 ax.barh(y - 0.2, end - start, left=start, height=0.3, color="#8c8c8c", edgecolor="none")
+            elif name == "check":  # --check-panels
+                ax.barh(y - 0.2, end - start, left=start, height=0.3, color="#d9822b", edgecolor="none")
     ax.set_yticks(range(len(ranks)),
                   [f"rank {i}" + (f" ({r['host']})" if r.get("host") else "") for i, r in enumerate(ranks)][::-1])
     ax.set_xlabel("seconds since the job's start")
@@ -74,6 +77,8 @@ def draw(rep: dict, writer: AtomicWriter) -> None:
                  f"grid {rep['grid']}: {rep['gflops']:.1f} GFLOP/s")
     handles = [Patch(color=c, label="load / generate" if p == "load" else p) for p, c in COLOURS.items()]
     handles += [Patch(color="#2e6b2e", label="panel (BLAS)"), Patch(color="#8c8c8c", label="waiting for inputs")]
+    if any(e[0] == "check" for r in ranks for e in r["events"]):
+        handles.append(Patch(color="#d9822b", label="panel check"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.38), ncol=8, fontsize=8, frameon=False)
     ax.set_xlim(left=0)
     fig.tight_layout()

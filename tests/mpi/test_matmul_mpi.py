@@ -404,3 +404,48 @@ def test_repeated_calls_reuse_the_plan_and_stay_right():
     # Decisions are the root's (rank 0 here; others were roots of earlier tests).
     assert len(cached.decisions.values) <= cached.decisions.size
     assert comm.rank != 0 or len(cached.decisions.values) == cached.decisions.size
+
+
+# check_panels: every rank checks the panels it computes; a wrong one names its rank.
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128", "int32", "uint8", "bool"])
+@pytest.mark.parametrize("order", ["C", "F"])  # C: A streams in row panels; F: B in column panels
+def test_checked_panels_pass_and_are_counted(dtype, order):
+    A, B = random_pair(70, 33, 61, dtype, seed=50)
+    A, B = np.asarray(A, order=order), np.asarray(B, order=order)
+    for rows, cols in factor_pairs(comm.size):
+        stats = Stats()
+        run(A, B, grid=f"{rows}x{cols}", panel_flops=20_000, tail_flops=2000, check_panels=True, stats=stats)
+        checked = comm.allreduce(stats.extra["panels_checked"])
+        assert checked >= comm.size  # every rank's tile has rows and columns here
+        assert stats.phases["verify"] > 0
+    stats = Stats()
+    run(A, B, check_panels=True, alone_flops=10 ** 9, stats=stats)  # the root alone checks its one panel
+    assert stats.extra["panels_checked"] == (1 if comm.rank == 0 else 0)
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_a_wrong_panel_raises_on_every_rank_naming_its_rank(alone, monkeypatch):
+    from mpimat import PanelCheckError, tiles
+
+    bad = comm.size - 1  # the root's own panels when there is one rank
+    if comm.rank == bad:
+        real = tiles.local_product
+
+        def wrong(a, b, out=None, kernel=None):  # one entry of every panel off by one
+            C = real(a, b, out=out, kernel=kernel)
+            C.flat[0] += 1
+            return C
+
+        monkeypatch.setattr(tiles, "local_product", wrong)
+    A, B = random_pair(50, 20, 40, "float64", seed=51)
+    a, b = on_root(0, A, B)
+    options = {"alone_flops": 10 ** 9} if alone else {"alone_flops": 0, "panel_flops": 20_000}
+    if alone and bad != 0:
+        matmul(a, b, comm=comm, check_panels=True, **options)  # only the root computes
+        return
+    with pytest.raises(PanelCheckError, match=rf"failed their check: rank {bad}'s panel C\[\d+:\d+, \d+:\d+\]"):
+        matmul(a, b, comm=comm, check_panels=True, **options)
+    # Unchecked, the same wrong product returns: the check is what caught it.
+    C = matmul(a, b, comm=comm, **options)
+    if comm.rank == 0:
+        assert not np.allclose(C, A @ B)
