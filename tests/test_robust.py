@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from launch import MPIEXEC, one_error_line, run_mpimat
-from mpimat.shm import unlink_segments
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs mounts, device nodes)")
 
@@ -297,8 +296,7 @@ def test_kill_9_while_writing_leaves_no_temp_file(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
     # 288 MiB of C: writing it takes long enough for the progress line to show it.
-    code, _, segments = signalled_run(tmp_path, "write", send, size=6144)
-    unlink_segments(segments)  # SIGKILL leaves them (mpimat/shm.py): the test removes its job's
+    code, _, _ = signalled_run(tmp_path, "write", send, size=6144)
     assert code != 0
     assert (tmp_path / "C.npy").read_bytes() == b"existing"
     assert leftovers(tmp_path) == []  # the output was an unnamed (O_TMPFILE) file

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from launch import MPIEXEC, one_error_line, run_mpimat
-from mpimat.shm import unlink_segments
-from test_robust import alive, job_ranks, job_segments, kill_tree, leftovers, start_job, wait_for, wait_for_phase
+from test_robust import alive, job_ranks, kill_tree, leftovers, start_job, wait_for, wait_for_phase
 
 
 def test_files_in_and_out(tmp_path):
@@ -139,17 +138,15 @@ def test_a_rank_killed_while_writing_leaves_the_old_file(tmp_path):
     (tmp_path / "C.npy").write_bytes(b"existing")
     proc = start_job(["--strategy", "summa", "--size", 4096, "--out", "C.npy", "--verify", "none", "--progress"],
                      tmp_path, n=2)
-    ranks, segments = [], set()
+    ranks = []
     try:
         assert wait_for(lambda: job_ranks(proc, ranks), 30)
         wait_for_phase(proc, "write", timeout=90)
-        segments = job_segments(ranks)
         os.kill(ranks[1], signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode != 0
         assert wait_for(lambda: not any(alive(r) for r in ranks), 10)
     finally:
         kill_tree(proc, ranks)
-        unlink_segments(segments)  # SIGKILL leaves them (mpimat/shm.py): the test removes its job's
     assert (tmp_path / "C.npy").read_bytes() == b"existing"
     assert leftovers(tmp_path) == []
