@@ -11,7 +11,7 @@ memory order.  When every rank shares one node, the read is independent
 (ROMIO hint romio_cb_read=disable): collective buffering would funnel the
 whole file through one aggregator rank, which then sends each rank its
 pieces, while each rank reading its own block through the shared page cache
-is faster for every grid measured (scripts/bench_read.py, 1 GiB, cold
+is faster for every grid measured (scripts/bench_io.py, 1 GiB, cold
 cache: 1.79x for column blocks on 2 ranks, 2.05x for row blocks, 3.33x for
 2x2 blocks on 4 ranks, 1.30x for 4x1).  Across nodes ROMIO's default stays:
 there, independent strided reads can cost far more than the aggregation.
@@ -21,7 +21,13 @@ multiple of 64 bytes) into a fresh temp file in the target directory
 (a new unique name: MPI's MODE_CREATE would not truncate an old file); every
 rank writes its block collectively (Write_all through a subarray view); the
 file is closed; only when every rank reports success does the root fsync it
-and rename it over the target.  Any failure removes the temp file and
+and rename it over the target.  On one node the writes are independent too
+(romio_cb_write=disable), and without data sieving (romio_ds_write=disable:
+a strided block goes out piece by piece instead of as read-modify-writes of
+whole extents under file locks).  scripts/bench_io.py, 1 GiB, fsync
+included, medians of 3: 1.32x for column blocks on 2 ranks, 1.73x for 2x2
+blocks on 4 ranks; row blocks, one contiguous extent per rank, at parity
+(1.02x on 2 ranks, 0.95x for 4x1, within the runs' spread).  Any failure removes the temp file and
 leaves an existing target untouched.
 
 Counts: ROMIO's file calls assert count <= INT_MAX, so the unit of every
@@ -111,13 +117,34 @@ def _agree_ok(comm: MPI.Comm, error: Optional[str], root: int) -> None:
     agree(comm, root, decide if comm.rank == root else None)
 
 
-def _read_hints(comm: MPI.Comm) -> MPI.Info:
-    """Independent reads when every rank of `comm` shares one node (see the module's doc)."""
+# ROMIO hints for a file every rank of the communicator opens from one node (see the module's doc).
+ONE_NODE_HINTS = {
+    "read": {"romio_cb_read": "disable"},
+    # Strided pieces written as they are: no read-modify-write of whole
+    # extents under file locks (data sieving) either.
+    "write": {"romio_cb_write": "disable", "romio_ds_write": "disable"},
+}
+
+
+def _hints(comm: MPI.Comm, op: str) -> MPI.Info:
+    """Independent I/O (op "read" or "write") when every rank of `comm` shares one node;
+    ROMIO's defaults (INFO_NULL) across nodes.  The caller frees what is not INFO_NULL."""
     if ranks_on_node(comm) != comm.size:
         return MPI.INFO_NULL
     info = MPI.Info.Create()
-    info.Set("romio_cb_read", "disable")
+    for key, value in ONE_NODE_HINTS[op].items():
+        info.Set(key, value)
     return info
+
+
+def _open(comm: MPI.Comm, path: str, amode: int, op: str) -> MPI.File:
+    """MPI.File.Open with the hints for `op` (collective)."""
+    info = _hints(comm, op)
+    try:
+        return MPI.File.Open(comm, path, amode, info)
+    finally:
+        if info != MPI.INFO_NULL:
+            info.Free()
 
 
 def load_npy(path: str, comm: MPI.Comm, root: int = 0, grid=None, dtype=None) -> DistMatrix:
@@ -140,12 +167,7 @@ def load_npy(path: str, comm: MPI.Comm, root: int = 0, grid=None, dtype=None) ->
         error = None
         fh = None
         try:
-            info = _read_hints(work)
-            try:
-                fh = MPI.File.Open(work, path, MPI.MODE_RDONLY, info)
-            finally:
-                if info != MPI.INFO_NULL:
-                    info.Free()
+            fh = _open(work, path, MPI.MODE_RDONLY, "read")
             unit, count = _view(fh, types, plan["offset"], layout, work.rank, order)
             fh.Read_all([raw(local), count, unit])
         except MPI.Exception as exc:
@@ -273,7 +295,7 @@ def write_npy(path: str, X: DistMatrix, root: int = 0) -> Optional[str]:
         fh = None
         try:
             try:
-                fh = MPI.File.Open(work, tmp, MPI.MODE_WRONLY)
+                fh = _open(work, tmp, MPI.MODE_WRONLY, "write")
                 unit, count = _view(fh, types, plan["offset"], X.layout, work.rank, X.order)
                 _write_all(fh, [raw(local), count, unit])
             except Exception as exc:  # reported below, collectively

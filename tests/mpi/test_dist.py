@@ -371,14 +371,25 @@ def test_save_then_load_round_trip(shared_dir, dtype, shape):
         assert not no_temp_files(shared_dir)
 
 
-def test_reads_on_one_node_are_independent():
-    # Every rank here shares one node: ROMIO's collective buffering is turned off
-    # for reads (the namespace-host tests in tests/cluster read across hosts with it on).
+def test_io_on_one_node_is_independent(shared_dir):
+    # Every rank here shares one node: ROMIO's collective buffering is turned off for
+    # reads and writes, data sieving for writes (the namespace-host tests in
+    # tests/cluster do I/O across hosts with ROMIO's defaults).  ROMIO reports the
+    # hints in force on the open file.
+    path = os.path.join(shared_dir, "hints.npy")
+    write_on_root(path, np.zeros((4, 4)))
     alone = comm.Split(comm.rank)  # one rank is on one node too
     for group in (comm, alone):
-        info = npyio._read_hints(group)
-        assert info != MPI.INFO_NULL and info.Get("romio_cb_read") == "disable"
-        info.Free()
+        for op, amode in (("read", MPI.MODE_RDONLY), ("write", MPI.MODE_WRONLY)):
+            fh = npyio._open(group, path, amode, op)
+            info = fh.Get_info()
+            try:
+                for key, value in npyio.ONE_NODE_HINTS[op].items():
+                    assert info.Get(key) == value, (op, key)
+            finally:
+                info.Free()
+                fh.Close()
+        group.Barrier()
     alone.Free()
 
 
