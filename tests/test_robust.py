@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from launch import MPIEXEC, one_error_line, run_mpimat
+from mpimat.shm import mapped_segments
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs mounts, device nodes)")
 
@@ -230,14 +231,7 @@ def test_launcher_death_commits_nothing(tmp_path):
 
 def job_segments(ranks):
     """The MPICH shared-memory segments the job's ranks map (other jobs' are not ours to judge)."""
-    found = set()
-    for pid in ranks:
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                found.update(line.split()[-1] for line in f if "/dev/shm/mpich_shm_" in line)
-        except OSError:
-            pass
-    return found
+    return set().union(*(mapped_segments(pid) for pid in ranks))
 
 
 def wait_for_phase(proc, phase, timeout=60):
