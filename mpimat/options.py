@@ -32,10 +32,10 @@ class TilesOptions:
         alone, with no messages: moving it would cost more than computing
         it; 0 distributes every product.
     check_panels: every rank checks each result panel it computes
-        (Freivalds, verify.freivalds) right after the product, while the
-        panel's inputs are at hand: O((rows + cols) k) per panel, in
-        parallel on every rank; a wrong panel raises errors.PanelCheckError
-        on every rank, naming the rank and the panel.
+        (Freivalds, verify.PanelFreivalds) right after the product, while
+        the panel's inputs are at hand: about one more read of its blocks,
+        in parallel on every rank; a wrong panel raises
+        errors.PanelCheckError on every rank, naming the rank and the panel.
     """
 
     panel_flops: int = PANEL_FLOPS

@@ -57,8 +57,8 @@ def build_parser() -> ArgumentParser:
                      help="local products: numpy (default), torch (CPU, zero copy; numpy for the dtypes torch does "
                           "not do exactly as numpy) or auto (the faster per dtype, as calibrate measured)")
     run.add_argument("--check-panels", action="store_true",
-                     help="tiles strategy: every rank checks each result panel it computes (Freivalds) before "
-                          "rank 0 gathers C, so a wrong answer names the rank; --verify still checks C")
+                     help="tiles strategy: every rank checks each result panel it computes (Freivalds) as it "
+                          "computes it, so a wrong answer names the rank; --verify still checks C")
     run.add_argument("--tasks-per-message", type=positive, default=1, metavar="K",
                      help="dot strategy: tasks batched per message (default 1)")
     run.add_argument("--keep-blocks", action="store_true",

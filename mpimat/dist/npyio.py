@@ -27,8 +27,8 @@ a strided block goes out piece by piece instead of as read-modify-writes of
 whole extents under file locks).  scripts/bench_io.py, 1 GiB, fsync
 included, medians of 3: 1.32x for column blocks on 2 ranks, 1.73x for 2x2
 blocks on 4 ranks; row blocks, one contiguous extent per rank, at parity
-(1.02x on 2 ranks, 0.95x for 4x1, within the runs' spread).  Any failure removes the temp file and
-leaves an existing target untouched.
+(1.02x on 2 ranks, 0.95x for 4x1, within the runs' spread).  Any failure
+removes the temp file and leaves an existing target untouched.
 
 Counts: ROMIO's file calls assert count <= INT_MAX, so the unit of every
 read and write is one row (C order) or column (Fortran order) of the block,
