@@ -92,15 +92,23 @@ class Remembered:
         self.values: "OrderedDict[Hashable, object]" = OrderedDict()
 
     def __call__(self, key: Hashable, make: Callable[[], T]) -> T:
-        try:
-            found = self.values[key]
-        except KeyError:
-            found = self.values[key] = make()
-            if len(self.values) > self.size:
-                self.values.popitem(last=False)
-        else:
+        found = self.get(key)
+        if found is None:
+            found = make()
+            self.put(key, found)
+        return found
+
+    def get(self, key: Hashable):
+        """The value kept for `key` (now the most recent), or None."""
+        found = self.values.get(key)
+        if found is not None:
             self.values.move_to_end(key)
         return found
+
+    def put(self, key: Hashable, value) -> None:
+        self.values[key] = value
+        if len(self.values) > self.size:
+            self.values.popitem(last=False)
 
     def clear(self) -> None:
         self.values.clear()
