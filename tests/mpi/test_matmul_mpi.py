@@ -406,6 +406,38 @@ def test_repeated_calls_reuse_the_plan_and_stay_right():
     assert comm.rank != 0 or len(cached.decisions.values) == cached.decisions.size
 
 
+def test_a_repeat_is_recognised_by_strides_byte_order_and_type():
+    # The root remembers a checked call by its operands' type, shape, strides
+    # and dtype: a same-shaped operand that is a strided view, byte-swapped, a
+    # list or an ndarray subclass is checked (and converted) afresh, every time.
+    from mpimat.session import session
+
+    class Tagged(np.ndarray):  # a subclass: asarray gives a plain view of it
+        pass
+
+    A, B = random_pair(12, 10, 8, "float64", seed=43)
+    wide = np.asarray(random_pair(12, 20, 8, "float64", seed=44)[0])
+    variants = [
+        (A, B),
+        (wide[:, ::2], B),  # A's shape, other strides: a copy is made and nothing remembered
+        (A.astype(A.dtype.newbyteorder(">")), B),
+        (A.tolist(), B),
+        (A.view(Tagged), B),
+        (A, np.asfortranarray(B)),
+    ]
+    for _ in range(3):
+        for a, b in variants:
+            expected = np.asarray(a, dtype=np.float64) @ np.asarray(b)
+            C = matmul(*on_root(0, a, b), comm=comm, alone_flops=10 ** 9)
+            if comm.rank == 0:
+                assert type(C) is np.ndarray and C.dtype == expected.dtype
+                check_same(C, expected)
+    if comm.rank == 0:
+        # Only the calls whose operands went through as given are remembered.
+        remembered = [key for key in session(comm).decisions.values if key[0] == (12, 10) and key[3] == (10, 8)]
+        assert sorted(key[1] for key in remembered) == [(80, 8), (80, 8)]  # A as given, with B in C and F order
+
+
 # check_panels: every rank checks the panels it computes; a wrong one names its rank.
 @pytest.mark.parametrize("dtype", ["float64", "float32", "complex128", "int32", "uint8", "bool"])
 @pytest.mark.parametrize("order", ["C", "F"])  # C: A streams in row panels; F: B in column panels
