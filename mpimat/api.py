@@ -20,7 +20,7 @@ from mpi4py import MPI
 
 from . import auto, compute, control, kernels, memory, options as strategy_options
 from .errors import InputError
-from .operands import as_matrices, as_numpy_result, check_operands, order_of, result_dtype
+from .operands import as_matrices, as_numpy_result, check_operands, order_of, result_dtype, shared_mismatch
 from .partition import Grid, grid_for, parse_grid
 from .session import Session, session
 from .stats import Stats
@@ -49,6 +49,9 @@ class Job:
     # What a strategy works out from the job (its panel plan), kept with the
     # job: the session keeps jobs between calls, so a loop plans once.
     derived: dict = field(default_factory=dict)
+    # Every rank reads A and B from memory shared with the root (matmul's
+    # shared=True, one node): the tiles strategy sends no input data.
+    shared: bool = False
 
 
 # Strategy name -> run(A, B, job, stats) returning C on the root.
@@ -79,7 +82,8 @@ def choose_kernel(name, dtype_a, dtype_b) -> str:
 
 
 def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
-               blas_threads: Optional[int], given_options: dict, kernel: str = "numpy") -> dict:
+               blas_threads: Optional[int], given_options: dict, kernel: str = "numpy",
+               shared: bool = False) -> dict:
     """The root's description of the job, as a JSON-able dict (raises InputError)."""
     if strategy not in STRATEGIES and strategy != "auto":
         raise InputError(f"unknown strategy={strategy!r} (choose from {', '.join(strategy_names())})")
@@ -109,10 +113,12 @@ def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
         "auto": chosen,
         # The dot strategy's one-element products stay numpy's.
         "kernel": choose_kernel(kernel, A.dtype, B.dtype) if strategy == "tiles" else "numpy",
+        # Only the tiles strategy reads shared operands; the others send the root's.
+        "shared": bool(shared) and strategy == "tiles",
     }
 
 
-def call_key(A, B, grid, strategy: str, blas_threads, kernel: str, given_options: dict):
+def call_key(A, B, grid, strategy: str, blas_threads, kernel: str, given_options: dict, shared=False):
     """What check_operands and decide_job read from a call, hashable; None for a call the root
     checks afresh (array-likes and subclasses, which asarray converts; unhashable options).
 
@@ -123,7 +129,7 @@ def call_key(A, B, grid, strategy: str, blas_threads, kernel: str, given_options
     if type(A) is not np.ndarray or type(B) is not np.ndarray:
         return None
     key = (A.shape, A.strides, A.dtype, B.shape, B.strides, B.dtype, type(grid), grid, strategy,
-           type(blas_threads), blas_threads, kernel,
+           type(blas_threads), blas_threads, kernel, type(shared), shared,
            tuple((name, type(value), value) for name, value in sorted(given_options.items())) if given_options else ())
     try:
         hash(key)
@@ -133,7 +139,7 @@ def call_key(A, B, grid, strategy: str, blas_threads, kernel: str, given_options
 
 
 def remembered_decision(cached: Session, A, B, grid, strategy: str, blas_threads, given_options: dict,
-                        kernel: str) -> tuple:
+                        kernel: str, shared=False) -> tuple:
     """(A, B, ndims, plan): the root's checked operands as matrices, their numbers of
     dimensions and decide_job's plan, checked and decided once per distinct call.
 
@@ -142,16 +148,25 @@ def remembered_decision(cached: Session, A, B, grid, strategy: str, blas_threads
     needed no copy are remembered, so a repeat passes A and B on as given.
     A calibration saved after the first such call is seen by new shapes only.
     """
-    key = call_key(A, B, grid, strategy, blas_threads, kernel, given_options)
+    key = call_key(A, B, grid, strategy, blas_threads, kernel, given_options, shared)
     known = cached.decisions.get(key) if key is not None else None
     if known is not None:
         return (*as_matrices(A, B), *known)
+    if not isinstance(shared, (bool, np.bool_)):
+        raise InputError(f"shared= must be True or False, got {shared!r}")
     A2, B2 = check_operands(A, B)
     as_given = A2 is A and B2 is B
+    if shared and cached.ranks_on_node != cached.comm.size:
+        raise InputError(f"shared=True needs every rank of comm on one node: {cached.ranks_on_node} of "
+                         f"{cached.comm.size} share the root's")
+    if shared and not as_given:
+        # A converted copy lives on the root only: the others' views would differ.
+        raise InputError("shared=True needs A and B as the tiles strategy reads them: native byte order, C or "
+                         "Fortran order (the root would otherwise multiply a converted copy)")
     ndims = A2.ndim, B2.ndim
     # Vectors (numpy's 1-D rules) travel as 1-row / 1-column matrices.
     A2, B2 = as_matrices(A2, B2)
-    plan = decide_job(A2, B2, cached.comm.size, grid, strategy, blas_threads, given_options, kernel)
+    plan = decide_job(A2, B2, cached.comm.size, grid, strategy, blas_threads, given_options, kernel, shared)
     if key is not None and as_given:
         cached.decisions.put(key, (ndims, plan))
     return A2, B2, ndims, plan
@@ -179,6 +194,7 @@ def make_job(cached: Session, root: int, agreed: dict) -> Job:
         blas_threads=compute.default_blas_threads(cached.ranks_on_node),
         options=strategy_options.build(agreed["strategy"], agreed["options"]),
         kernel=control.agree_kernel(cached.comm, agreed["kernel"], agreed["dtype_a"], agreed["dtype_b"]),
+        shared=agreed["shared"],
     )
 
 
@@ -198,7 +214,8 @@ def check_memory(job: Job) -> None:
 
 def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
            grid=None, strategy: str = "tiles", blas_threads: Optional[int] = None,
-           kernel: str = "numpy", stats: Optional[Stats] = None, **options) -> Optional[np.ndarray]:
+           kernel: str = "numpy", shared: bool = False, stats: Optional[Stats] = None,
+           **options) -> Optional[np.ndarray]:
     """C = A @ B computed by every rank of `comm`.
 
     A and B are needed on `root` only (pass anything, e.g. None, elsewhere).
@@ -214,7 +231,12 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     BLAS's default otherwise).  kernel: "numpy", "torch" (CPU, zero copy;
     only for the dtypes it multiplies exactly as numpy, numpy elsewhere) or
     "auto" (the faster one for the dtype, as calibrate measured it); the
-    report's `kernel` says which ran.  options: the strategy's own (options.py:
+    report's `kernel` says which ran.  shared: every rank passes its own
+    view of the same A and B (memory shared with the root on one node, e.g.
+    nodemem.NodeArrays): the tiles strategy then sends no input data, each
+    rank reading its rows and columns in place (the other strategies send
+    the root's as usual); the other ranks' views must have the root's
+    shapes, dtypes and memory order.  options: the strategy's own (options.py:
     TilesOptions, DotOptions); only the root's values count.
     Bad input raises ValueError or TypeError on every rank (an unknown option
     name is a TypeError).
@@ -228,18 +250,27 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     if comm.rank == root:
         def decide():
             nonlocal A, B, ndims
-            A, B, ndims, plan = remembered_decision(cached, A, B, grid, strategy, blas_threads, options, kernel)
+            A, B, ndims, plan = remembered_decision(cached, A, B, grid, strategy, blas_threads, options, kernel,
+                                                    shared)
             return plan
     else:
         decide = None
-        A = B = None
     # One small allreduce: every rank names the same root, and learns the job.
     agreed, job = control.settle(comm, root, decide, cached.scratch,
                                  parse=lambda data: agreed_job(cached, root, data), encode=cached.encode)
     if blas_threads is not None and blas_threads != job.blas_threads:
         job = replace(job, blas_threads=blas_threads)
+    if job.shared:  # each rank checks its own views; a mismatch is refused on every rank
+        mismatch = None if comm.rank == root else shared_mismatch(
+            A, B, job.m, job.k, job.n, job.dtype_a, job.dtype_b, job.order_a, job.order_b)
+        control.refuse_if_any(comm, root, mismatch and f"shared=True: rank {comm.rank}'s {mismatch}",
+                              advice=" (every rank passes its own view of the root's A and B)")
+        if comm.rank != root:
+            A, B = as_matrices(A, B)
+    elif comm.rank != root:
+        A = B = None  # only the root's count
     check_memory(job)
-    stats.record(grid=str(job.grid), blas_threads=job.blas_threads, kernel=job.kernel.name)
+    stats.record(grid=str(job.grid), blas_threads=job.blas_threads, kernel=job.kernel.name, shared=job.shared)
     if agreed["auto"]:
         stats.record(auto=agreed["auto"])
     C = STRATEGIES[job.strategy](A, B, job, stats)

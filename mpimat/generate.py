@@ -158,16 +158,22 @@ def random_pair(m: int, k: int, n: int, dtype, seed: Optional[int], threads: Opt
     return fill_pair(A, B, seed, threads)
 
 
-def fill_pair(A: np.ndarray, B: np.ndarray, seed: int, threads: Optional[int] = None):
+def fill_pair(A: np.ndarray, B: np.ndarray, seed: int, threads: Optional[int] = None, part: int = 0,
+              parts: int = 1):
     """Fill existing arrays A and B (any layout) with the pair for `seed`; returns (A, B).
 
     For callers that own their buffers (already mapped memory, shared
-    windows): the values are random_pair's for A's and B's shapes.
+    windows): the values are random_pair's for A's and B's shapes.  With
+    parts > 1 only share `part` of the bands is filled (of A's bands then
+    B's, every parts-th from the part-th), so `parts` processes sharing the
+    memory fill it together, each about as much of A as of B.
     """
     threads = available_cores() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads= must be at least 1, got {threads}")
-    tasks = band_tasks(seed, "A", A) + band_tasks(seed, "B", B)
+    if not 0 <= part < parts:
+        raise ValueError(f"part= must lie in [0, parts={parts}), got {part}")
+    tasks = (band_tasks(seed, "A", A) + band_tasks(seed, "B", B))[part::parts]
     if threads == 1 or len(tasks) <= 1:
         for task in tasks:
             task()

@@ -180,10 +180,12 @@ class RootExchange(Exchange):
     takes over from late ranks.
     """
 
-    def __init__(self, gc: GridComm, plan: PanelPlan, A: np.ndarray, B: np.ndarray, C: np.ndarray, stats: Stats):
+    def __init__(self, gc: GridComm, plan: PanelPlan, A: np.ndarray, B: np.ndarray, C: np.ndarray, stats: Stats,
+                 send: bool = True):
         super().__init__(gc, plan, stats)
         self.C = C
-        self.post_sends(A, B)
+        if send:  # not when the other ranks read A and B in shared memory (SharedRankExchange)
+            self.post_sends(A, B)
         self.post_gather()
         self.late = [t for t in plan.tiles[1:] if not t.empty]
         self.asker: Optional[Ask] = None
@@ -306,15 +308,19 @@ class RankExchange(Exchange):
         # Requests that must complete before the A part / B part is used.
         self.a_wait: List[List[MPI.Request]] = [[] for _ in self.a_parts]
         self.b_wait: List[List[MPI.Request]] = [[] for _ in self.b_parts]
-        parts = workspace.arrays([((p1 - p0, k), dtype_a, order_a) for p0, p1 in self.a_parts]
-                                 + [((k, q1 - q0), dtype_b, order_b) for q0, q1 in self.b_parts])
-        self.a, self.b = parts[:len(self.a_parts)], parts[len(self.a_parts):]
+        self.a, self.b = self.input_parts(k, dtype_a, dtype_b, order_a, order_b, workspace)
         # Spent streamed parts, reused for results (result_buffer).
         self.spent, self.spare, self.spare_used = 0, None, 0
         self.post_receives()
         self.offer: Optional[Offer] = None
         if self.panels and self.takeover:
             self.offer = Offer(gc.comm, gc.root, self.panels, self.plan.tail_start(self.tile), self.rounds)
+
+    def input_parts(self, k: int, dtype_a, dtype_b, order_a: str, order_b: str, workspace: Workspace):
+        """([part of A], [part of B]): memory for this rank's inputs, which post_receives fills."""
+        parts = workspace.arrays([((p1 - p0, k), dtype_a, order_a) for p0, p1 in self.a_parts]
+                                 + [((k, q1 - q0), dtype_b, order_b) for q0, q1 in self.b_parts])
+        return parts[:len(self.a_parts)], parts[len(self.a_parts):]
 
     def post_receives(self) -> None:
         gc = self.gc
@@ -402,3 +408,28 @@ class RankExchange(Exchange):
             self.offer.close()
         for wait in self.a_wait + self.b_wait:  # parts of an idle rank's empty tile
             MPI.Request.Waitall(wait)
+
+
+class SharedRankExchange(RankExchange):
+    """A non-root rank that reads A and B in memory it shares with the root (one node,
+    api's shared=True): its parts are views of them and nothing is received.
+
+    Results go to fresh memory, never into spent parts: those are A and B.
+    """
+
+    def __init__(self, gc: GridComm, plan: PanelPlan, A: np.ndarray, B: np.ndarray, stats: Stats):
+        self.A, self.B = A, B
+        # The parts are views (input_parts): no orders or workspace to give.
+        super().__init__(gc, plan, A.dtype, B.dtype, None, None, stats, None)
+
+    def input_parts(self, k, dtype_a, dtype_b, order_a, order_b, workspace):
+        row0, col0 = self.tile.row0, self.tile.col0
+        return ([self.A[row0 + p0:row0 + p1, :] for p0, p1 in self.a_parts],
+                [self.B[:, col0 + q0:col0 + q1] for q0, q1 in self.b_parts])
+
+    def post_receives(self) -> None:
+        pass
+
+    def result_buffer(self, i: int, dtype) -> np.ndarray:
+        r0, r1, c0, c1 = self.panels[i]
+        return fresh((r1 - r0, c1 - c0), dtype)

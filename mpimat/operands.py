@@ -7,7 +7,7 @@ dtype policy to `.npy` headers before reading any data.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -101,6 +101,22 @@ def check_operands(A, B) -> Tuple[np.ndarray, np.ndarray]:
             f"A's columns ({A2.shape[1]}) must equal B's rows ({B2.shape[0]})"
         )
     return A, B
+
+
+def shared_mismatch(A, B, m: int, k: int, n: int, dtype_a, dtype_b, order_a: str, order_b: str) -> Optional[str]:
+    """Why a non-root rank's own A and B are not views like the root's (matmul's
+    shared=True: same shapes, dtypes and memory order), or None."""
+    for name, X, shape, dtype, order in (("A", A, (m, k), dtype_a, order_a), ("B", B, (k, n), dtype_b, order_b)):
+        if not isinstance(X, np.ndarray):
+            return f"{name} is {type(X).__name__}, not an array like the root's"
+        if X.ndim == 1:
+            X = X.reshape(1, -1) if name == "A" else X.reshape(-1, 1)
+        if X.shape != shape or X.dtype != dtype or not (X.flags.c_contiguous or X.flags.f_contiguous) \
+                or order_of(X) != order:
+            layout = f"{order_of(X)} order" if X.flags.c_contiguous or X.flags.f_contiguous else "strided"
+            return (f"{name} is {'x'.join(map(str, X.shape))} {X.dtype.str} ({layout}) but the root's is "
+                    f"{shape[0]}x{shape[1]} {np.dtype(dtype).str} ({order} order)")
+    return None
 
 
 def shape_text(X: np.ndarray) -> str:

@@ -38,6 +38,8 @@ FIELDS: Dict[str, str] = {
     "alone": "tiles: the product was below alone_flops, so the root computed it alone (no messages)",
     "blas_threads": "api: BLAS threads per rank (null: BLAS's own default)",
     "kernel": "api, summa: the local kernel that ran ('numpy' or 'torch'; kernels.py)",
+    "shared": "api: every rank read A and B from memory shared with the root (shared=True, one node), "
+              "so no input data was sent",
     "auto": "api (strategy=auto): the model's choice: strategy, grid, options, predicted_seconds, "
             "predicted_phases, machine (the calibration's source)",
     "panels": "tiles: result panels this rank computed of its own tile; summa: panels of k",

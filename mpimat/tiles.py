@@ -19,7 +19,7 @@ from . import control, verify
 from .compute import local_product
 from .buffers import fresh
 from .errors import PanelCheckError
-from .movement import RankExchange, RootExchange
+from .movement import RankExchange, RootExchange, SharedRankExchange
 from .panels import PanelPlan
 from .partition import Layout
 from .stats import Stats
@@ -27,13 +27,15 @@ from .stats import Stats
 
 def memory_need(job) -> int:
     """Bytes this rank allocates: C on the root (A and B are the caller's); its rows of A,
-    columns of B and, at worst, its tile elsewhere (results mostly reuse spent input panels)."""
+    columns of B (none when shared) and, at worst, its tile elsewhere (results mostly reuse
+    spent input panels)."""
     gridrank = (job.comm.rank - job.root) % job.comm.size
     if gridrank == 0:
         return job.m * job.n * job.dtype_c.itemsize
     tile = Layout(job.m, job.k, job.n, job.grid).tile(gridrank)
     rows, cols = tile.shape
-    return (rows * job.dtype_a.itemsize + cols * job.dtype_b.itemsize) * job.k + rows * cols * job.dtype_c.itemsize
+    inputs = 0 if job.shared else (rows * job.dtype_a.itemsize + cols * job.dtype_b.itemsize) * job.k
+    return inputs + rows * cols * job.dtype_c.itemsize
 
 
 class PanelChecks:
@@ -105,7 +107,8 @@ def alone(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -
 
 
 def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
-    """C = A @ B over job.comm; A, B and the returned C live on job.root only.
+    """C = A @ B over job.comm; A, B and the returned C live on job.root only
+    (with job.shared every rank reads A and B: views of the root's memory).
 
     `job` (see api.Job) carries the agreed shapes, dtypes, memory orders,
     grid, BLAS thread count and options (options.TilesOptions), identical
@@ -125,7 +128,9 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
         # The root's C receives other ranks' panels: map its pages first.
         C = fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
         if gc.is_root:
-            ex = RootExchange(gc, plan, A, B, C, stats)
+            ex = RootExchange(gc, plan, A, B, C, stats, send=not job.shared)
+        elif job.shared:  # A and B are in memory this rank shares with the root
+            ex = SharedRankExchange(gc, plan, A, B, stats)
         else:
             ex = RankExchange(gc, plan, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats,
                               job.session.workspace)

@@ -2,12 +2,16 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from launch import MPIEXEC, ROOT, one_error_line, run_mpimat
+from mpimat.generate import random_pair
 from mpimat.partition import Layout, parse_grid
 
 FAULT_JOB = ROOT / "tests" / "fault_job.py"
@@ -79,13 +83,35 @@ def test_dtype_casts_file_inputs(inputs):
 
 
 def test_same_seed_same_matrices_whatever_the_ranks(tmp_path):
+    # One rank generates alone; several on one node fill a shared window together.
     results = []
-    for n in (1, 4):
-        out = tmp_path / f"C{n}.npy"
-        proc = run_mpimat(["--shape", 30, 20, 10, "--dtype", "int64", "--seed", 5, "--out", out, "--quiet"], n=n)
+    for n in (1, 3, 4):
+        out, rep = tmp_path / f"C{n}.npy", tmp_path / f"r{n}.json"
+        proc = run_mpimat(["--shape", 300, 270, 280, "--dtype", "int64", "--seed", 5, "--out", out,
+                           "--report", rep, "--quiet"], n=n)
         assert proc.returncode == 0, proc.stderr
+        assert json.loads(rep.read_text()).get("shared", False) is (n > 1)
         results.append(np.load(out))
-    np.testing.assert_array_equal(results[0], results[1])
+    A, B = random_pair(300, 270, 280, "int64", 5)
+    for C in results:
+        np.testing.assert_array_equal(C, A @ B)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a private /dev/shm")
+def test_a_small_dev_shm_keeps_inputs_on_rank_0(tmp_path):
+    # A small /dev/shm (here 32 MiB in a private mount namespace: MPICH's own
+    # segments need more than 16; Docker gives 64) cannot hold A and B
+    # (2 x 1500^2 float64, 36 MB): rank 0 holds them and sends them, rather
+    # than the window's first write dying of SIGBUS.
+    rep = tmp_path / "r.json"
+    cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpimat", "--size", "1500", "--report", str(rep)]
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=32m tmpfs /dev/shm && exec "$@"',
+                           "sh", *cmd], capture_output=True, text=True, timeout=150, cwd=ROOT,
+                          env=dict(os.environ, MPIEXEC_TIMEOUT="120"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(rep.read_text())
+    assert report["shared"] is False and report["verification"]["passed"]
+    assert report["per_rank"][1]["bytes_received"] > 1500 * 1500 * 8 / 2
 
 
 def test_forced_grid_and_int_dtype_report(tmp_path):

@@ -157,6 +157,17 @@ def test_zero_sized_shapes(shape):
     assert random_block(0, "B", (k, n), "float64", (0, 0), (0, n)).shape == (0, n)
 
 
+def test_parts_fill_the_pair_together(pairs):
+    # Ranks sharing a window each fill a share; together, the same pair.
+    A, B = pairs["float64"]
+    A2, B2 = np.zeros_like(A), np.zeros_like(B)
+    for part in range(3):
+        generate.fill_pair(A2, B2, 11, threads=1, part=part, parts=3)
+        if part == 0:  # one share alone leaves the rest untouched
+            assert 0 < np.count_nonzero(A2) < A.size  # A has two bands of tile rows
+    assert np.array_equal(A2, A) and np.array_equal(B2, B)
+
+
 def test_bad_arguments_name_the_parameter():
     with pytest.raises(ValueError, match="matrix="):
         random_block(0, "C", (3, 3), "float64", (0, 3), (0, 3))
@@ -166,6 +177,8 @@ def test_bad_arguments_name_the_parameter():
         random_block(0, "A", (3, 3), "float64", (0, 3), (0, 3), out=np.empty((3, 3), np.float32))
     with pytest.raises(ValueError, match="threads="):
         random_pair(3, 3, 3, "float64", 0, threads=0)
+    with pytest.raises(ValueError, match="part="):
+        generate.fill_pair(np.empty((3, 3)), np.empty((3, 3)), 0, part=2, parts=2)
     for seed in (-1, 1.5, "1", True):
         with pytest.raises(ValueError, match="seed="):
             random_block(seed, "A", (3, 3), "float64", (0, 3), (0, 3))

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from .. import api, auto, control, generate, kernels, memory, report, verify
+from .. import api, auto, control, generate, kernels, memory, nodemem, report, verify
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_VERIFY, InputError, PanelCheckError
 from ..fileio import OutputError, load_npy, npy_bytes
 from ..operands import as_matrices, result_dtype
@@ -103,6 +103,16 @@ def check_args(args):
     return args
 
 
+def check_random_memory(args) -> None:
+    """Rank 0 will hold random A, B and C: refuse before generating anything."""
+    m, k, n = args.dims
+    dtype = np.dtype(args.dtype or np.float64)
+    need = (m * k + k * n) * dtype.itemsize + m * n * result_dtype(dtype, dtype).itemsize
+    short = memory.shortfall(need, f"rank 0 (A, B and C of {m}x{k} @ {k}x{n} {dtype})")
+    if short:
+        raise InputError(f"{short}; --strategy summa keeps every matrix in blocks over all ranks")
+
+
 def load_inputs(args, stats: Stats):
     """Rank 0: read or generate A and B (an InputError on bad files or too little memory)."""
     with stats.phase("load"):
@@ -110,15 +120,39 @@ def load_inputs(args, stats: Stats):
             A = load_npy(args.a, args.dtype, what=f"--a {args.a}")
             B = load_npy(args.b, args.dtype, what=f"--b {args.b}")
         else:
+            check_random_memory(args)
             m, k, n = args.dims
-            dtype = np.dtype(args.dtype or np.float64)
-            # Rank 0 will hold A, B and C: refuse before generating anything.
-            need = (m * k + k * n) * dtype.itemsize + m * n * result_dtype(dtype, dtype).itemsize
-            short = memory.shortfall(need, f"rank 0 (A, B and C of {m}x{k} @ {k}x{n} {dtype})")
-            if short:
-                raise InputError(f"{short}; --strategy summa keeps every matrix in blocks over all ranks")
-            A, B = generate.random_pair(m, k, n, dtype, args.seed)
+            A, B = generate.random_pair(m, k, n, np.dtype(args.dtype or np.float64), args.seed)
     return A, B
+
+
+def shares_inputs(args, comm: MPI.Comm, node_ranks: int) -> bool:
+    """Rank 0: whether random inputs go to one shared-memory window that every rank
+    reads (nodemem), so the tiles strategy sends no input data.
+
+    Only when all ranks share one node and its /dev/shm holds A and B: a
+    smaller /dev/shm (a container's) keeps the ordinary path.
+    """
+    if args.a is not None or comm.size == 1 or node_ranks != comm.size or args.strategy not in ("tiles", "auto"):
+        return False
+    m, k, n = args.dims
+    nbytes = nodemem.layout([((m, k), np.dtype(args.dtype or np.float64)),
+                             ((k, n), np.dtype(args.dtype or np.float64))])[1]
+    return nbytes <= nodemem.room()
+
+
+def shared_inputs(args, comm: MPI.Comm, stats: Stats) -> nodemem.NodeArrays:
+    """Collective: random A and B in one window on rank 0's node, every rank generating
+    its share of the tiles (generate.fill_pair) with its share of the node's cores."""
+    m, k, n = args.dims
+    dtype = np.dtype(args.dtype or np.float64)
+    with stats.phase("load"):
+        window = nodemem.NodeArrays(comm, [((m, k), dtype), ((k, n), dtype)])
+        A, B = window.arrays
+        threads = max(1, generate.available_cores() // comm.size)
+        generate.fill_pair(A, B, args.seed, threads, part=comm.rank, parts=comm.size)
+        comm.Barrier()  # every share is written before any rank reads
+    return window
 
 
 def run(args, comm: MPI.Comm) -> int:
@@ -169,24 +203,36 @@ def run_root(args, comm: MPI.Comm) -> int:
     writers = {}
     A = B = None
     stats.record(memory_budget_bytes=int(min(memory.available()[0], 2 ** 62)), host=MPI.Get_processor_name())
+    node_ranks = control.ranks_on_node(comm)
 
     def decide():
         nonlocal A, B, writers
         writers = check_outputs(args)
-        A, B = load_inputs(args, stats)
-        if "out" in writers:  # refuse now rather than after the whole computation
+        shared = shares_inputs(args, comm, node_ranks)
+        if shared:  # every rank generates its share into the window, after this verdict
+            check_random_memory(args)
+            m, _, n = args.dims
+            dtype = np.dtype(args.dtype or np.float64)
+            dtype_c = result_dtype(dtype, dtype)
+        else:
+            A, B = load_inputs(args, stats)
             dtype_c = result_dtype(A.dtype, B.dtype)
             A2, B2 = as_matrices(A, B)
-            writers["out"].check_space(npy_bytes((A2.shape[0], B2.shape[1]), dtype_c))
+            m, n = A2.shape[0], B2.shape[1]
+        if "out" in writers:  # refuse now rather than after the whole computation
+            writers["out"].check_space(npy_bytes((m, n), dtype_c))
         # Shapes, dtypes and the grid are matmul's to check (it broadcasts
         # its own verdict); here only what matmul cannot see: files, paths.
-        return {}
+        return {"shared": shared}
 
     comm.Barrier()
     stats.origin = time.perf_counter()  # the timeline's zero, the same moment on every rank
     with stats.phase("load"):
         kernels.preload(args.kernel)  # torch's import (seconds) belongs in a phase, not before them
-    control.agree(comm, root, decide if comm.rank == root else None, patient=True)
+    window = None  # random inputs in shared memory (one node)
+    if control.agree(comm, root, decide if comm.rank == root else None, patient=True)["shared"]:
+        window = shared_inputs(args, comm, stats)
+        A, B = window.arrays
     # Only the dot strategy takes these flags (auto decides its own).  A job
     # runs the scheme asked for, however small: the library's shortcut for a
     # solver's small calls (alone_flops) would make a demonstration send nothing.
@@ -199,7 +245,8 @@ def run_root(args, comm: MPI.Comm) -> int:
         code = EXIT_OK
         try:
             C = api.matmul(A, B, comm=comm, root=root, grid=args.grid, strategy=args.strategy,
-                           blas_threads=args.blas_threads, kernel=args.kernel, stats=stats, **options)
+                           blas_threads=args.blas_threads, kernel=args.kernel, shared=window is not None,
+                           stats=stats, **options)
         except PanelCheckError as exc:  # raised on every rank: a rank computed a wrong panel
             C, code, verdict = None, EXIT_VERIFY, verify.Verdict("panels", False, str(exc))
         if comm.rank == root:
@@ -234,4 +281,7 @@ def run_root(args, comm: MPI.Comm) -> int:
             versions=versions(), out=args.out if code == EXIT_OK and "out" in writers else None)
         code, failure = commit(writers, rep, code, failure)
         announce(rep, code, failure, verdict, args.quiet)
+    if window is not None:
+        A = B = None  # views of the window, which goes now
+        window.free()
     return int(control.bcast_json(comm, code, root))

@@ -481,3 +481,86 @@ def test_a_wrong_panel_raises_on_every_rank_naming_its_rank(alone, monkeypatch):
     C = matmul(a, b, comm=comm, **options)
     if comm.rank == 0:
         assert not np.allclose(C, A @ B)
+
+
+def shared_pair(root, A, B, order="C"):
+    """A and B copied into one node-shared window (nodemem), every rank's views of them."""
+    from mpimat.nodemem import NodeArrays
+
+    shapes = [A.shape, B.shape] if order == "C" else [A.shape[::-1], B.shape[::-1]]
+    window = NodeArrays(comm, [(shapes[0], A.dtype), (shapes[1], B.dtype)], root=root)
+    a, b = window.arrays if order == "C" else (x.T for x in window.arrays)
+    if comm.rank == root:
+        a[...], b[...] = A, B
+    comm.Barrier()  # the root's copy is in place before any rank reads
+    return window, a, b
+
+
+# Shared operands (one node): every rank reads A and B in place, nothing is sent to it.
+@pytest.mark.parametrize("shape,dtype,order,root,grid", [
+    ((50, 40, 30), "float64", "C", 0, None),
+    ((61, 17, 45), "complex64", "F", -1, None),
+    ((33, 1, 35), "int16", "C", -1, "1xP"),
+    ((64, 64, 64), "float32", "F", 0, "Px1"),
+    ((3, 50, 2), "bool", "C", 0, None),
+])
+def test_shared_operands_move_no_input_data(shape, dtype, order, root, grid):
+    root = root % comm.size
+    m, k, n = shape
+    A, B = random_pair(m, k, n, dtype, seed=17)
+    window, a, b = shared_pair(root, A, B, order)
+    try:
+        stats = Stats()
+        grid = {None: None, "1xP": f"1x{comm.size}", "Px1": f"{comm.size}x1"}[grid]
+        C = matmul(a, b, comm=comm, root=root, grid=grid, shared=True, panel_flops=2000, tail_flops=200,
+                   stats=stats, **DISTRIBUTE)
+        if comm.rank == root:
+            check_same(C, A @ B)
+            assert stats.bytes_sent == 0  # no rows or columns went out
+        else:
+            assert C is None
+            assert stats.bytes_received == 0
+        assert stats.extra["shared"] is True
+    finally:
+        a = b = None
+        window.free()
+
+
+def test_shared_is_ignored_by_the_dot_strategy():
+    A, B = random_pair(9, 8, 7, "float64", seed=3)
+    window, a, b = shared_pair(0, A, B)
+    try:
+        stats = Stats()
+        C = matmul(a, b, comm=comm, strategy="dot", shared=True, stats=stats)
+        if comm.rank == 0:
+            check_same(C, A @ B)
+        assert stats.extra["shared"] is False
+    finally:
+        a = b = None
+        window.free()
+
+
+@pytest.mark.skipif(comm.size == 1, reason="needs a rank besides the root")
+def test_shared_views_unlike_the_roots_are_refused_everywhere():
+    A, B = random_pair(12, 10, 8, "float64", seed=4)
+    window, a, b = shared_pair(0, A, B)
+    try:
+        for theirs, message in [((a[:-1], b), r"rank 1's A is 11x10 <f8 \(C order\) but the root's is 12x10 <f8"),
+                                ((a, b.astype(np.float32)), "rank 1's B is 10x8 <f4"),
+                                ((a, b.T), r"rank 1's B is 8x10"),
+                                ((a, b[:, ::2]), r"B is 10x4 <f8 \(strided\)"),
+                                ((a, None), "B is NoneType, not an array")]:
+            mine = (a, b) if comm.rank != 1 else theirs
+            with pytest.raises(InputError, match=message):
+                matmul(*mine, comm=comm, shared=True, **DISTRIBUTE)
+    finally:
+        a = b = None
+        window.free()
+
+
+def test_shared_needs_operands_as_given_and_a_bool():
+    A, B = random_pair(12, 10, 8, "float64", seed=4)
+    with pytest.raises(InputError, match="shared=True needs A and B as the tiles strategy reads them"):
+        matmul(A[:, ::2], B[:5], comm=comm, shared=True)
+    with pytest.raises(InputError, match="shared= must be True or False"):
+        matmul(A, B, comm=comm, shared="yes")
