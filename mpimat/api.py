@@ -20,7 +20,8 @@ from mpi4py import MPI
 
 from . import auto, compute, control, kernels, memory, options as strategy_options
 from .errors import InputError
-from .operands import as_matrices, as_numpy_result, check_operands, order_of, result_dtype, shared_mismatch
+from .operands import (as_matrices, as_numpy_result, check_operands, order_of, out_mismatch, result_dtype,
+                       result_shape, shared_mismatch)
 from .partition import Grid, grid_for, parse_grid
 from .session import Session, session
 from .stats import Stats
@@ -52,20 +53,31 @@ class Job:
     # Every rank reads A and B from memory shared with the root (matmul's
     # shared=True, one node): the tiles strategy sends no input data.
     shared: bool = False
+    # matmul's out=: numpy's shape of the result the caller gave memory for (None: no out=).
+    out_shape: Optional[tuple] = None
+
+    @property
+    def shared_out(self) -> bool:
+        """Every rank writes its tiles into out= itself (shared with the root): no result travels."""
+        return self.shared and self.out_shape is not None
 
 
 # Strategy name -> run(A, B, job, stats) returning C on the root.
 STRATEGIES: Dict[str, Callable] = {}
 # Strategy name -> memory_need(job): bytes the calling rank will allocate.
 MEMORY_NEEDS: Dict[str, Callable] = {}
+# Strategies whose run() takes out= (the (m, n) view of it) and computes C there;
+# for the others matmul copies C into out=.
+WRITES_OUT = set()
 # Products whose A + B + C are smaller than this skip the memory check (and its two messages).
 CHECK_MEMORY_BYTES = 64 << 20
 
 
-def register(name: str, run: Callable, memory_need: Optional[Callable] = None) -> None:
+def register(name: str, run: Callable, memory_need: Optional[Callable] = None, writes_out: bool = False) -> None:
     STRATEGIES[name] = run
     if memory_need is not None:
         MEMORY_NEEDS[name] = memory_need
+    (WRITES_OUT.add if writes_out else WRITES_OUT.discard)(name)
 
 
 def strategy_names():
@@ -83,7 +95,7 @@ def choose_kernel(name, dtype_a, dtype_b) -> str:
 
 def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
                blas_threads: Optional[int], given_options: dict, kernel: str = "numpy",
-               shared: bool = False) -> dict:
+               shared: bool = False, out_shape: Optional[tuple] = None) -> dict:
     """The root's description of the job, as a JSON-able dict (raises InputError)."""
     if strategy not in STRATEGIES and strategy != "auto":
         raise InputError(f"unknown strategy={strategy!r} (choose from {', '.join(strategy_names())})")
@@ -115,10 +127,12 @@ def decide_job(A: np.ndarray, B: np.ndarray, size: int, grid, strategy: str,
         "kernel": choose_kernel(kernel, A.dtype, B.dtype) if strategy == "tiles" else "numpy",
         # Only the tiles strategy reads shared operands; the others send the root's.
         "shared": bool(shared) and strategy == "tiles",
+        "out_shape": None if out_shape is None else list(out_shape),
     }
 
 
-def call_key(A, B, grid, strategy: str, blas_threads, kernel: str, given_options: dict, shared=False):
+def call_key(A, B, grid, strategy: str, blas_threads, kernel: str, given_options: dict, shared=False,
+             has_out: bool = False):
     """What check_operands and decide_job read from a call, hashable; None for a call the root
     checks afresh (array-likes and subclasses, which asarray converts; unhashable options).
 
@@ -129,7 +143,7 @@ def call_key(A, B, grid, strategy: str, blas_threads, kernel: str, given_options
     if type(A) is not np.ndarray or type(B) is not np.ndarray:
         return None
     key = (A.shape, A.strides, A.dtype, B.shape, B.strides, B.dtype, type(grid), grid, strategy,
-           type(blas_threads), blas_threads, kernel, type(shared), shared,
+           type(blas_threads), blas_threads, kernel, type(shared), shared, has_out,
            tuple((name, type(value), value) for name, value in sorted(given_options.items())) if given_options else ())
     try:
         hash(key)
@@ -139,7 +153,7 @@ def call_key(A, B, grid, strategy: str, blas_threads, kernel: str, given_options
 
 
 def remembered_decision(cached: Session, A, B, grid, strategy: str, blas_threads, given_options: dict,
-                        kernel: str, shared=False) -> tuple:
+                        kernel: str, shared=False, has_out: bool = False) -> tuple:
     """(A, B, ndims, plan): the root's checked operands as matrices, their numbers of
     dimensions and decide_job's plan, checked and decided once per distinct call.
 
@@ -148,7 +162,7 @@ def remembered_decision(cached: Session, A, B, grid, strategy: str, blas_threads
     needed no copy are remembered, so a repeat passes A and B on as given.
     A calibration saved after the first such call is seen by new shapes only.
     """
-    key = call_key(A, B, grid, strategy, blas_threads, kernel, given_options, shared)
+    key = call_key(A, B, grid, strategy, blas_threads, kernel, given_options, shared, has_out)
     known = cached.decisions.get(key) if key is not None else None
     if known is not None:
         return (*as_matrices(A, B), *known)
@@ -166,7 +180,9 @@ def remembered_decision(cached: Session, A, B, grid, strategy: str, blas_threads
     ndims = A2.ndim, B2.ndim
     # Vectors (numpy's 1-D rules) travel as 1-row / 1-column matrices.
     A2, B2 = as_matrices(A2, B2)
-    plan = decide_job(A2, B2, cached.comm.size, grid, strategy, blas_threads, given_options, kernel, shared)
+    out_shape = result_shape(A2.shape[0], B2.shape[1], *ndims) if has_out else None
+    plan = decide_job(A2, B2, cached.comm.size, grid, strategy, blas_threads, given_options, kernel, shared,
+                      out_shape)
     if key is not None and as_given:
         cached.decisions.put(key, (ndims, plan))
     return A2, B2, ndims, plan
@@ -195,6 +211,7 @@ def make_job(cached: Session, root: int, agreed: dict) -> Job:
         options=strategy_options.build(agreed["strategy"], agreed["options"]),
         kernel=control.agree_kernel(cached.comm, agreed["kernel"], agreed["dtype_a"], agreed["dtype_b"]),
         shared=agreed["shared"],
+        out_shape=None if agreed["out_shape"] is None else tuple(agreed["out_shape"]),
     )
 
 
@@ -214,8 +231,8 @@ def check_memory(job: Job) -> None:
 
 def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
            grid=None, strategy: str = "tiles", blas_threads: Optional[int] = None,
-           kernel: str = "numpy", shared: bool = False, stats: Optional[Stats] = None,
-           **options) -> Optional[np.ndarray]:
+           kernel: str = "numpy", shared: bool = False, out: Optional[np.ndarray] = None,
+           stats: Optional[Stats] = None, **options) -> Optional[np.ndarray]:
     """C = A @ B computed by every rank of `comm`.
 
     A and B are needed on `root` only (pass anything, e.g. None, elsewhere).
@@ -236,7 +253,11 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
     nodemem.NodeArrays): the tiles strategy then sends no input data, each
     rank reading its rows and columns in place (the other strategies send
     the root's as usual); the other ranks' views must have the root's
-    shapes, dtypes and memory order.  options: the strategy's own (options.py:
+    shapes, dtypes and memory order.  out: where the root's C goes (and is
+    returned): numpy's result shape and dtype, C-contiguous, writeable; with
+    shared=True every rank passes its view of the same out (shared memory)
+    and writes its tiles there itself, so no result travels either.
+    options: the strategy's own (options.py:
     TilesOptions, DotOptions); only the root's values count.
     Bad input raises ValueError or TypeError on every rank (an unknown option
     name is a TypeError).
@@ -251,7 +272,11 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
         def decide():
             nonlocal A, B, ndims
             A, B, ndims, plan = remembered_decision(cached, A, B, grid, strategy, blas_threads, options, kernel,
-                                                    shared)
+                                                    shared, out is not None)
+            if out is not None:  # checked every call: a loop may pass new memory
+                wrong = out_mismatch(out, tuple(plan["out_shape"]), plan["dtype_c"])
+                if wrong:
+                    raise InputError(wrong)
             return plan
     else:
         decide = None
@@ -262,25 +287,36 @@ def matmul(A=None, B=None, comm: Optional[MPI.Comm] = None, root: int = 0, *,
         job = replace(job, blas_threads=blas_threads)
     if job.shared:  # each rank checks its own views; a mismatch is refused on every rank
         mismatch = None if comm.rank == root else shared_mismatch(
-            A, B, job.m, job.k, job.n, job.dtype_a, job.dtype_b, job.order_a, job.order_b)
+            A, B, job.m, job.k, job.n, job.dtype_a, job.dtype_b, job.order_a, job.order_b) or (
+            job.shared_out and out_mismatch(out, job.out_shape, job.dtype_c)) or None
         control.refuse_if_any(comm, root, mismatch and f"shared=True: rank {comm.rank}'s {mismatch}",
                               advice=" (every rank passes its own view of the root's A and B)")
         if comm.rank != root:
             A, B = as_matrices(A, B)
     elif comm.rank != root:
         A = B = None  # only the root's count
+    if comm.rank != root and not job.shared_out:
+        out = None
     check_memory(job)
     stats.record(grid=str(job.grid), blas_threads=job.blas_threads, kernel=job.kernel.name, shared=job.shared)
     if agreed["auto"]:
         stats.record(auto=agreed["auto"])
-    C = STRATEGIES[job.strategy](A, B, job, stats)
-    return as_numpy_result(C, *ndims) if C is not None else None
+    out2 = None if out is None else out.reshape(job.m, job.n)  # a view: out is C-contiguous
+    if job.strategy in WRITES_OUT:
+        C = STRATEGIES[job.strategy](A, B, job, stats, out=out2)
+    else:
+        C = STRATEGIES[job.strategy](A, B, job, stats)
+        if C is not None and out2 is not None:
+            out2[...] = C
+    if comm.rank != root:
+        return None
+    return out if out is not None else as_numpy_result(C, *ndims)
 
 
 def _register_builtin() -> None:
     from . import dot, tiles
 
-    register("tiles", tiles.run, tiles.memory_need)
+    register("tiles", tiles.run, tiles.memory_need, writes_out=True)
     register("dot", dot.run, dot.memory_need)
 
 

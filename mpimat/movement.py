@@ -172,6 +172,12 @@ class Exchange:
     def wait_own(self) -> None:
         """What a side must complete before the shared requests (see RankExchange)."""
 
+    def finish_shared(self) -> None:
+        """When ranks write C in shared memory: a barrier, after which the root may read
+        every rank's panels.  (MPI's memory model would add MPI_Win_sync on the caller's
+        window; on x86, whose stores are seen in order, the barrier's own atomics suffice.)"""
+        self.gc.comm.Barrier()
+
 
 class RootExchange(Exchange):
     """The root's messages: A and B out, result panels of C in (in place), take-over questions.
@@ -181,12 +187,15 @@ class RootExchange(Exchange):
     """
 
     def __init__(self, gc: GridComm, plan: PanelPlan, A: np.ndarray, B: np.ndarray, C: np.ndarray, stats: Stats,
-                 send: bool = True):
+                 send: bool = True, gather: bool = True):
         super().__init__(gc, plan, stats)
         self.C = C
-        if send:  # not when the other ranks read A and B in shared memory (SharedRankExchange)
+        # Not when the other ranks read A and B, or write C, in shared memory (SharedRankExchange).
+        self.send, self.gather = send, gather
+        if send:
             self.post_sends(A, B)
-        self.post_gather()
+        if gather:
+            self.post_gather()
         self.late = [t for t in plan.tiles[1:] if not t.empty]
         self.asker: Optional[Ask] = None
         if self.takeover:
@@ -286,7 +295,7 @@ class RootExchange(Exchange):
                 raise RuntimeError(f"rank {self.asker.ranks[i]} kept {keep} of {before} panels")
             taken += before - keep
             yield from panels[keep:before]
-            if final:
+            if final and self.gather:
                 self.receive_panels(self.late[i].rank, panels[tail:keep])
         self.stats.record(panels_taken_over=taken)
 
@@ -414,11 +423,14 @@ class SharedRankExchange(RankExchange):
     """A non-root rank that reads A and B in memory it shares with the root (one node,
     api's shared=True): its parts are views of them and nothing is received.
 
-    Results go to fresh memory, never into spent parts: those are A and B.
+    Results go to fresh memory and are sent, never into spent parts (those
+    are A and B); or, given C (shared with the root too), straight into C,
+    and nothing is sent.
     """
 
-    def __init__(self, gc: GridComm, plan: PanelPlan, A: np.ndarray, B: np.ndarray, stats: Stats):
-        self.A, self.B = A, B
+    def __init__(self, gc: GridComm, plan: PanelPlan, A: np.ndarray, B: np.ndarray, stats: Stats,
+                 C: Optional[np.ndarray] = None):
+        self.A, self.B, self.C = A, B, C
         # The parts are views (input_parts): no orders or workspace to give.
         super().__init__(gc, plan, A.dtype, B.dtype, None, None, stats, None)
 
@@ -432,4 +444,8 @@ class SharedRankExchange(RankExchange):
 
     def result_buffer(self, i: int, dtype) -> np.ndarray:
         r0, r1, c0, c1 = self.panels[i]
-        return fresh((r1 - r0, c1 - c0), dtype)
+        return fresh((r1 - r0, c1 - c0), dtype) if self.C is None else self.C[r0:r1, c0:c1]
+
+    def send_panel(self, panel: np.ndarray) -> None:
+        if self.C is None:
+            super().send_panel(panel)

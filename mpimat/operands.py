@@ -119,5 +119,26 @@ def shared_mismatch(A, B, m: int, k: int, n: int, dtype_a, dtype_b, order_a: str
     return None
 
 
+def result_shape(m: int, n: int, ndim_a: int, ndim_b: int) -> tuple:
+    """The shape of numpy's `A @ B` for an (m, n) product of operands of these ranks."""
+    if ndim_a == 1:
+        return (n,) if ndim_b == 2 else ()
+    return (m,) if ndim_b == 1 else (m, n)
+
+
+def out_mismatch(out, shape: tuple, dtype) -> Optional[str]:
+    """Why `out` cannot take the product (matmul's out=: numpy's result shape and dtype,
+    C-contiguous, writeable), or None."""
+    dtype = np.dtype(dtype)
+    if not isinstance(out, np.ndarray):
+        return f"out= is {type(out).__name__}, not an array"
+    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        how = "C-contiguous" if out.flags.c_contiguous else "not C-contiguous"
+        how += "" if out.flags.writeable else ", read-only"
+        return (f"out= is {'x'.join(map(str, out.shape)) or 'a scalar'} {out.dtype.str} ({how}); the product needs "
+                f"a writeable C-contiguous {'x'.join(map(str, shape)) or 'scalar'} {dtype.str}")
+    return None
+
+
 def shape_text(X: np.ndarray) -> str:
     return "x".join(map(str, X.shape)) if X.ndim == 2 else f"a vector of {X.shape[0]}"

@@ -30,12 +30,13 @@ def memory_need(job) -> int:
     columns of B (none when shared) and, at worst, its tile elsewhere (results mostly reuse
     spent input panels)."""
     gridrank = (job.comm.rank - job.root) % job.comm.size
+    c_bytes = 0 if job.out_shape is not None else job.m * job.n * job.dtype_c.itemsize  # out= is the caller's
     if gridrank == 0:
-        return job.m * job.n * job.dtype_c.itemsize
+        return c_bytes
     tile = Layout(job.m, job.k, job.n, job.grid).tile(gridrank)
     rows, cols = tile.shape
     inputs = 0 if job.shared else (rows * job.dtype_a.itemsize + cols * job.dtype_b.itemsize) * job.k
-    return inputs + rows * cols * job.dtype_c.itemsize
+    return inputs + (0 if job.shared_out else rows * cols * job.dtype_c.itemsize)
 
 
 class PanelChecks:
@@ -88,7 +89,8 @@ class PanelChecks:
             raise PanelCheckError(message)
 
 
-def alone(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
+def alone(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats,
+          out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """A product below options.alone_flops: the root computes it, the other ranks return at once
     (every rank decides so from the agreed job, with no message; with check_panels, once the
     root's check is done)."""
@@ -97,7 +99,7 @@ def alone(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -
     C = None
     if job.comm.rank == job.root:
         with stats.phase("compute"), job.kernel.threads(job.blas_threads):
-            C = np.empty((job.m, job.n), dtype=job.dtype_c)
+            C = np.empty((job.m, job.n), dtype=job.dtype_c) if out is None else out
             local_product(A, B, out=C, kernel=job.kernel)
             if check:
                 check(A, B, C, 0, 0)
@@ -106,9 +108,14 @@ def alone(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -
     return C
 
 
-def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> Optional[np.ndarray]:
+def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats,
+        out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """C = A @ B over job.comm; A, B and the returned C live on job.root only
     (with job.shared every rank reads A and B: views of the root's memory).
+
+    out: the root's (m, n) C-contiguous memory for C (returned); with
+    job.shared_out every rank's view of it, and each rank writes its own
+    panels there.
 
     `job` (see api.Job) carries the agreed shapes, dtypes, memory orders,
     grid, BLAS thread count and options (options.TilesOptions), identical
@@ -116,7 +123,7 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
     """
     opts = job.options
     if 2 * job.m * job.k * job.n < opts.alone_flops:
-        return alone(A, B, job, stats)
+        return alone(A, B, job, stats, out)
     gc = job.session.grid_comm(job.root, job.grid)  # made once per communicator, root and grid
     plan = job.derived.get("tiles")
     if plan is None:  # kept with the job, which the session keeps between calls
@@ -126,11 +133,14 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
             itemsize_c=job.dtype_c.itemsize)
     with stats.phase("distribute"):
         # The root's C receives other ranks' panels: map its pages first.
-        C = fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
+        # Every rank writes its panels into out= itself (api passes out= to all ranks or none).
+        writes_out = job.shared_out and out is not None
+        C = out if out is not None and (gc.is_root or writes_out) else \
+            fresh((job.m, job.n), job.dtype_c, small=False) if gc.is_root else None
         if gc.is_root:
-            ex = RootExchange(gc, plan, A, B, C, stats, send=not job.shared)
-        elif job.shared:  # A and B are in memory this rank shares with the root
-            ex = SharedRankExchange(gc, plan, A, B, stats)
+            ex = RootExchange(gc, plan, A, B, C, stats, send=not job.shared, gather=not writes_out)
+        elif job.shared:  # A and B (and with writes_out C) are in memory this rank shares with the root
+            ex = SharedRankExchange(gc, plan, A, B, stats, C if writes_out else None)
         else:
             ex = RankExchange(gc, plan, job.dtype_a, job.dtype_b, job.order_a, job.order_b, stats,
                               job.session.workspace)
@@ -174,6 +184,8 @@ def run(A: Optional[np.ndarray], B: Optional[np.ndarray], job, stats: Stats) -> 
             stats.record(panels=done)
     with stats.phase("gather"):
         ex.finish()
+        if writes_out:  # the root returns C once every rank's panels are in it
+            ex.finish_shared()
     if check:
         check.settle()
-    return C
+    return C if gc.is_root else None

@@ -564,3 +564,57 @@ def test_shared_needs_operands_as_given_and_a_bool():
         matmul(A[:, ::2], B[:5], comm=comm, shared=True)
     with pytest.raises(InputError, match="shared= must be True or False"):
         matmul(A, B, comm=comm, shared="yes")
+
+
+@pytest.mark.parametrize("strategy", ["tiles", "dot"])
+@pytest.mark.parametrize("shapes", [((9, 8), (8, 7)), ((8,), (8, 7)), ((9, 8), (8,)), ((8,), (8,))])
+def test_out_takes_the_product_on_the_root(strategy, shapes):
+    rng = np.random.default_rng(5)
+    A, B = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
+    want = A @ B
+    out = np.full(np.shape(want), np.nan) if comm.rank == 0 else None
+    C = matmul(*on_root(0, A, B), comm=comm, strategy=strategy, out=out,
+               **(DISTRIBUTE if strategy == "tiles" else {}))
+    if comm.rank == 0:
+        assert C is out
+        check_same(out, np.asarray(want))
+    else:
+        assert C is None
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: np.empty((9, 6)), r"out= is 9x6 <f8 \(C-contiguous\); the product needs a writeable C-contiguous 9x7 <f8"),
+    (lambda: np.empty((9, 7), np.float32), "out= is 9x7 <f4"),
+    (lambda: np.empty((9, 7), order="F"), r"\(not C-contiguous\)"),
+    (lambda: np.broadcast_to(np.empty(7), (9, 7)), "read-only"),
+    (lambda: [[0.0] * 7] * 9, "out= is list, not an array"),
+])
+def test_bad_out_raises_everywhere(make, message):
+    A, B = random_pair(9, 8, 7, "float64", seed=2)
+    with pytest.raises(InputError, match=message):
+        matmul(*on_root(0, A, B), comm=comm, out=make() if comm.rank == 0 else None)
+
+
+def test_shared_out_moves_no_data_at_all():
+    from mpimat.nodemem import NodeArrays
+
+    A, B = random_pair(70, 50, 60, "float64", seed=8)
+    window, a, b = shared_pair(0, A, B)
+    c_window = NodeArrays(comm, [((70, 60), np.float64)])
+    (c,) = c_window.arrays
+    try:
+        stats = Stats()
+        C = matmul(a, b, comm=comm, shared=True, out=c, panel_flops=4000, tail_flops=400, stats=stats,
+                   **DISTRIBUTE)
+        assert stats.bytes_sent == stats.bytes_received == 0  # no rows, columns or results
+        if comm.rank == 0:
+            assert C is c
+        check_same(c, A @ B)  # every rank sees the whole product
+        if comm.size > 1:  # a rank's out= unlike the root's is refused everywhere
+            mine = c if comm.rank != 1 else np.empty((70, 60))[:, :30]
+            with pytest.raises(InputError, match="rank 1's out= is 70x30"):
+                matmul(a, b, comm=comm, shared=True, out=mine, **DISTRIBUTE)
+    finally:
+        a = b = c = C = None
+        c_window.free()
+        window.free()
