@@ -103,7 +103,8 @@ def human(rep: dict) -> str:
     m, k, n = rep["shape"]
     lines = [
         f"mpimat: C = A @ B with A {m}x{k}, B {k}x{n}, {rep['dtype']}, "
-        f"{rep['ranks']} ranks, grid {rep['grid']}, strategy {rep['strategy']}",
+        f"{rep['ranks']} ranks, grid {rep['grid']}, strategy {rep['strategy']}"
+        + (", A and B shared on the node (nothing distributed)" if rep.get("shared") else ""),
     ]
     for name in PHASES:
         label = "generate" if name == "load" and rep.get("inputs") == "random" else name

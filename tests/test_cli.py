@@ -32,6 +32,7 @@ def test_default_job():
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "A 2048x2048, B 2048x2048, float64, 2 ranks, grid" in out
+    assert "strategy tiles, A and B shared on the node (nothing distributed)" in out  # one node
     for phase in ("generate", "distribute", "compute", "gather", "write", "verify", "GFLOP/s"):
         assert phase in out
     assert "freivalds: PASSED" in out
