@@ -595,6 +595,24 @@ def test_bad_out_raises_everywhere(make, message):
         matmul(*on_root(0, A, B), comm=comm, out=make() if comm.rank == 0 else None)
 
 
+def test_shared_out_is_complete_on_every_rank_when_the_root_computes_alone():
+    from mpimat.nodemem import NodeArrays
+
+    A, B = random_pair(6, 5, 4, "float64", seed=9)
+    window, a, b = shared_pair(0, A, B)
+    c_window = NodeArrays(comm, [((6, 4), np.float64)])
+    (c,) = c_window.arrays
+    try:
+        stats = Stats()
+        matmul(a, b, comm=comm, shared=True, out=c, stats=stats)  # below alone_flops
+        assert stats.extra["alone"] is True
+        check_same(c, A @ B)
+    finally:
+        a = b = c = None
+        c_window.free()
+        window.free()
+
+
 def test_shared_out_moves_no_data_at_all():
     from mpimat.nodemem import NodeArrays
 
