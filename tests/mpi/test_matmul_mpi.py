@@ -595,43 +595,30 @@ def test_bad_out_raises_everywhere(make, message):
         matmul(*on_root(0, A, B), comm=comm, out=make() if comm.rank == 0 else None)
 
 
-def test_shared_out_is_complete_on_every_rank_when_the_root_computes_alone():
+# Distributed (no rows, columns or results travel) and below alone_flops (the root
+# computes into out= and every rank still returns with the whole product).
+@pytest.mark.parametrize("shape,alone", [((70, 50, 60), False), ((6, 5, 4), True)])
+def test_shared_out_moves_no_data_and_is_complete_on_every_rank(shape, alone):
     from mpimat.nodemem import NodeArrays
 
-    A, B = random_pair(6, 5, 4, "float64", seed=9)
+    m, k, n = shape
+    A, B = random_pair(m, k, n, "float64", seed=8)
     window, a, b = shared_pair(0, A, B)
-    c_window = NodeArrays(comm, [((6, 4), np.float64)])
+    c_window = NodeArrays(comm, [((m, n), np.float64)])
     (c,) = c_window.arrays
+    distribute = {} if alone else {"panel_flops": 4000, "tail_flops": 400, **DISTRIBUTE}
     try:
         stats = Stats()
-        matmul(a, b, comm=comm, shared=True, out=c, stats=stats)  # below alone_flops
-        assert stats.extra["alone"] is True
-        check_same(c, A @ B)
-    finally:
-        a = b = c = None
-        c_window.free()
-        window.free()
-
-
-def test_shared_out_moves_no_data_at_all():
-    from mpimat.nodemem import NodeArrays
-
-    A, B = random_pair(70, 50, 60, "float64", seed=8)
-    window, a, b = shared_pair(0, A, B)
-    c_window = NodeArrays(comm, [((70, 60), np.float64)])
-    (c,) = c_window.arrays
-    try:
-        stats = Stats()
-        C = matmul(a, b, comm=comm, shared=True, out=c, panel_flops=4000, tail_flops=400, stats=stats,
-                   **DISTRIBUTE)
-        assert stats.bytes_sent == stats.bytes_received == 0  # no rows, columns or results
+        C = matmul(a, b, comm=comm, shared=True, out=c, stats=stats, **distribute)
+        assert stats.extra.get("alone", False) is alone
+        assert stats.bytes_sent == stats.bytes_received == 0
         if comm.rank == 0:
             assert C is c
         check_same(c, A @ B)  # every rank sees the whole product
-        if comm.size > 1:  # a rank's out= unlike the root's is refused everywhere
-            mine = c if comm.rank != 1 else np.empty((70, 60))[:, :30]
+        if comm.size > 1 and not alone:  # a rank's out= unlike the root's is refused everywhere
+            mine = c if comm.rank != 1 else np.empty((m, n))[:, :30]
             with pytest.raises(InputError, match="rank 1's out= is 70x30"):
-                matmul(a, b, comm=comm, shared=True, out=mine, **DISTRIBUTE)
+                matmul(a, b, comm=comm, shared=True, out=mine, **distribute)
     finally:
         a = b = c = C = None
         c_window.free()
