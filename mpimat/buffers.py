@@ -56,6 +56,21 @@ def advise(flat: np.ndarray, advice: int) -> bool:
     return end > start and _madvise(start, end - start, advice) == 0
 
 
+def map_pages(a: np.ndarray) -> bool:
+    """Map the whole pages under the contiguous array `a` in one call before it is written
+    (MADV_POPULATE_WRITE); False (nothing done) if `a` is strided or the kernel cannot.
+
+    Also for memory that is not fresh from numpy: arrays about to be filled
+    in place, shared-memory windows.  Faulting pages in one at a time inside
+    a fill costs several times more system time (2 ranks filling n = 8192 A
+    and B in a shared window: 1.9-2.3 s with faults, 1.3-1.45 s mapped
+    first; 2 threads filling private arrays: 1.3-2.5 s against 1.2-1.3 s).
+    """
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        return False
+    return advise(a.reshape(-1, order="A").view(np.uint8), _POPULATE_WRITE)
+
+
 def fresh(shape, dtype, order: str = "C", small: bool = True) -> np.ndarray:
     """An uninitialised array, every page already mapped, in small pages if `small`.
 
@@ -66,7 +81,7 @@ def fresh(shape, dtype, order: str = "C", small: bool = True) -> np.ndarray:
     flat = out.reshape(-1, order="A").view(np.uint8)
     if small:
         advise(flat, _NOHUGEPAGE)  # a refusal only costs speed
-    if advise(flat, _POPULATE_WRITE):
+    if map_pages(out):
         flat[:1] = flat[-1:] = 0  # the partial pages at either end
     else:
         flat[::PAGE] = 0

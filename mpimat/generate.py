@@ -50,6 +50,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .buffers import map_pages
+
 TILE = 256
 MATRICES = {"A": 0, "B": 1}
 
@@ -135,12 +137,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def fill_band(seed: int, matrix: str, out: np.ndarray, r0: int, r1: int) -> None:
+    """Rows r0:r1 of `out` (the whole matrix), its pages mapped first where they are
+    contiguous: the band's writer maps them in one call (buffers.map_pages), so the
+    processes or threads filling a matrix also share the page faults."""
+    band = out[r0:r1]
+    map_pages(band)
+    random_block(seed, matrix, out.shape, out.dtype, (r0, r1), (0, out.shape[1]), out=band)
+
+
 def band_tasks(seed: int, matrix: str, out: np.ndarray):
     """Callables filling `out` (the whole matrix) one band of tile rows each."""
-    m, n = out.shape
-    return [partial(random_block, seed, matrix, (m, n), out.dtype, (r, min(m, r + TILE)), (0, n),
-                    out=out[r:min(m, r + TILE)])
-            for r in range(0, m, TILE)]
+    m = out.shape[0]
+    return [partial(fill_band, seed, matrix, out, r, min(m, r + TILE)) for r in range(0, m, TILE)]
 
 
 def random_pair(m: int, k: int, n: int, dtype, seed: Optional[int], threads: Optional[int] = None):
