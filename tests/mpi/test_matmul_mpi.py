@@ -526,6 +526,24 @@ def test_shared_operands_move_no_input_data(shape, dtype, order, root, grid):
         window.free()
 
 
+def test_shared_ranks_reuse_result_buffers_without_mixing_panels():
+    # Panels of ~190 KB (rendezvous, not eager): a rank's next panel finds its
+    # earlier buffers still on their way or free again, and must never write
+    # into one whose panel the root has not received.
+    m = k = n = 600
+    A, B = random_pair(m, k, n, "float64", seed=23)
+    window, a, b = shared_pair(0, A, B)
+    try:
+        for _ in range(2):
+            C = matmul(a, b, comm=comm, shared=True, panel_flops=2 * 40 * k * n, tail_flops=2 * 4 * k * n,
+                       **DISTRIBUTE)
+            if comm.rank == 0:
+                check_same(C, A @ B)
+    finally:
+        a = b = None
+        window.free()
+
+
 def test_shared_is_ignored_by_the_dot_strategy():
     A, B = random_pair(9, 8, 7, "float64", seed=3)
     window, a, b = shared_pair(0, A, B)
