@@ -16,15 +16,23 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 
-def block(n: int, parts: int, i: int) -> Tuple[int, int]:
+def block(n: int, parts: int, i: int, first_less: int = 0) -> Tuple[int, int]:
     """[start, stop) of block i when n items are split into `parts` blocks.
 
     The first n % parts blocks get one extra item (divmod split), so any two
     blocks differ by at most one item; blocks past n are empty.
+    first_less: items taken from block 0 and split evenly over the others
+    (block 0 keeps at least none; nothing moves when there is no other).
     """
     if parts < 1 or not 0 <= i < parts:
         raise ValueError(f"block {i} of {parts} does not exist")
     q, r = divmod(n, parts)
+    if first_less > 0 and parts > 1:
+        first = max(0, q + (1 if r else 0) - first_less)
+        if i == 0:
+            return 0, first
+        start, stop = block(n - first, parts - 1, i - 1)
+        return first + start, first + stop
     start = i * q + min(i, r)
     return start, start + q + (1 if i < r else 0)
 
@@ -131,18 +139,24 @@ class Tile:
 
 @dataclass(frozen=True)
 class Layout:
-    """The tiling of an m x n result (inner dimension k) over a grid."""
+    """The tiling of an m x n result (inner dimension k) over a grid.
+
+    root_less: on a one-column grid, rows of grid rank 0's tile given to the
+    other tiles instead (on a one-row grid, columns); ignored on other
+    grids.  For a root with duties the other ranks lack (tiles.layout).
+    """
 
     m: int
     k: int
     n: int
     grid: Grid
+    root_less: int = 0
 
     def row_block(self, r: int) -> Tuple[int, int]:
-        return block(self.m, self.grid.rows, r)
+        return block(self.m, self.grid.rows, r, self.root_less if self.grid.cols == 1 else 0)
 
     def col_block(self, c: int) -> Tuple[int, int]:
-        return block(self.n, self.grid.cols, c)
+        return block(self.n, self.grid.cols, c, self.root_less if self.grid.rows == 1 else 0)
 
     def tile(self, rank: int) -> Tile:
         r, c = self.grid.coords(rank)

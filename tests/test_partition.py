@@ -34,6 +34,37 @@ def test_every_dot_product_computed_exactly_once(m, k, n, p):
     assert (count == 1).all()
 
 
+@given(n=st.integers(0, 10_000), parts=st.integers(1, 50), less=st.integers(0, 500))
+def test_a_lighter_first_block_gives_its_items_evenly_to_the_others(n, parts, less):
+    bs = [block(n, parts, i, first_less=less) for i in range(parts)]
+    assert bs[0][0] == 0 and bs[-1][1] == n
+    assert all(a1 == b0 for (_, a1), (b0, _) in zip(bs, bs[1:]))
+    even = blocks(n, parts)
+    first, want = bs[0][1], even[0][1] - even[0][0]
+    assert first == (max(0, want - less) if parts > 1 else want)
+    rest = [b - a for a, b in bs[1:]]
+    assert not rest or max(rest) - min(rest) <= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=dims, k=dims, n=dims, p=st.integers(1, 12), less=st.integers(0, 20))
+def test_root_less_lightens_grid_rank_0_on_one_column_or_one_row_grids_only(m, k, n, p, less):
+    for grid in {Grid(p, 1), Grid(1, p), choose_grid(m, k, n, p)}:
+        layout = Layout(m, k, n, grid, root_less=less)
+        count = np.zeros((m, n), dtype=int)
+        for tile in layout.tiles():
+            count[tile.row0:tile.row1, tile.col0:tile.col1] += 1
+        assert (count == 1).all()  # still every dot product exactly once
+        even = Layout(m, k, n, grid).tile(0).shape
+        shape = layout.tile(0).shape
+        if grid.cols == 1 and grid.rows > 1:
+            assert shape == (max(0, even[0] - less), even[1])
+        elif grid.rows == 1 and grid.cols > 1:
+            assert shape == (even[0], max(0, even[1] - less))
+        else:
+            assert shape == even
+
+
 @settings(max_examples=200, deadline=None)
 @given(m=dims, k=dims, n=dims, p=ranks)
 def test_tiles_balanced_within_one_row_and_column(m, k, n, p):
