@@ -457,8 +457,8 @@ class SharedRankExchange(RankExchange):
         free = [e for e in self.buffers if e[0].nbytes >= nbytes and (e[1] is None or e[1].Test())]
         if free:
             self.filling = free[0]
-        elif len(self.buffers) < 2:  # double buffering: as large as the largest panel, to take any
-            largest = max((b1 - b0) * (d1 - d0) for b0, b1, d0, d1 in self.panels) * dtype.itemsize
+        elif len(self.buffers) < 2:  # double buffering: as large as the largest panel still to come
+            largest = max((b1 - b0) * (d1 - d0) for b0, b1, d0, d1 in self.panels[i:]) * dtype.itemsize
             self.filling = [fresh((largest,), np.uint8), None]
             self.buffers.append(self.filling)
         else:  # both still on their way (the short tail panels outrun the root): a panel of its own
