@@ -43,9 +43,9 @@ def layout(job) -> Layout:
     answers instead.  A sixteenth overshot (the root waited 0.2-0.57 s).
     """
     less = 0
-    if job.shared and not job.shared_out and job.comm.size > 1 and 1 in (job.grid.rows, job.grid.cols):
-        lines = job.m if job.grid.cols == 1 else job.n
-        first = block(lines, job.comm.size, 0)
+    if job.shared and not job.shared_out:  # Layout applies it on one-column or one-row grids only
+        lines, parts = (job.m, job.grid.rows) if job.grid.cols == 1 else (job.n, job.grid.cols)
+        first = block(lines, parts, 0)
         less = int((first[1] - first[0]) * ROOT_LIGHTER)
     return Layout(job.m, job.k, job.n, job.grid, root_less=less)
 
